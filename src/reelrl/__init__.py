@@ -1,0 +1,3 @@
+"""reelrl: post-train video-language models with reinforcement learning."""
+
+__version__ = "0.1.0"
