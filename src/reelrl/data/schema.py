@@ -1,0 +1,161 @@
+"""The JSONL row schema of reelrl datasets, validated on load.
+
+One JSON object per line. Paths in ``video`` are resolved relative to the
+JSONL file's directory unless absolute. Errors name the file and line.
+
+Fields
+------
+id            unique string id of the row.
+video         path to an encoded video file (mp4, webm, ...).
+question      the question text shown to the model (without the options).
+options       list of option texts for choice questions, shown as "A. text";
+              ``None`` for open questions.
+answer        gold answer: a letter ("B") for ``multiple_choice``, a comma
+              separated set of letters ("A,C") for ``multi_choice``, a number
+              as text for ``numerical`` / ``regression``, "s-e" seconds for
+              ``temporal_grounding``, free text otherwise.
+problem_type  one of :data:`PROBLEM_TYPES`; selects the accuracy reward.
+task          task family name, used for per-family metrics ("count", ...).
+reasoning     optional reasoning trace (text that goes inside <think>) for SFT.
+time_span     optional [start, end] seconds of the relevant moment.
+difficulty    optional difficulty in [0, 1] (curricula, augmentation).
+meta          free-form dict carried along (seed, generator parameters, ...).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PROBLEM_TYPES = (
+    "multiple_choice",
+    "multi_choice",
+    "numerical",
+    "regression",
+    "ocr",
+    "free_form",
+    "temporal_grounding",
+)
+ProblemType = Literal[
+    "multiple_choice",
+    "multi_choice",
+    "numerical",
+    "regression",
+    "ocr",
+    "free_form",
+    "temporal_grounding",
+]
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+class DataError(ValueError):
+    """Bad dataset input; the message names the file and line (or row id)."""
+
+
+class VideoRow(BaseModel):
+    """One training / evaluation example (see module docstring for the fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    video: str
+    question: str
+    options: list[str] | None = None
+    answer: str
+    problem_type: ProblemType
+    task: str = "default"
+    reasoning: str | None = None
+    time_span: tuple[float, float] | None = None
+    difficulty: float | None = Field(default=None, ge=0.0, le=1.0)
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("options")
+    @classmethod
+    def _options_nonempty(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not (2 <= len(v) <= len(LETTERS)):
+            raise ValueError(f"options must hold 2..{len(LETTERS)} entries, got {len(v)}")
+        return v
+
+    @model_validator(mode="after")
+    def _answer_fits_type(self) -> "VideoRow":
+        if self.problem_type in ("multiple_choice", "multi_choice"):
+            if not self.options:
+                raise ValueError(f"problem_type {self.problem_type!r} needs options")
+            valid = set(LETTERS[: len(self.options)])
+            letters = [a.strip() for a in self.answer.split(",")]
+            if self.problem_type == "multiple_choice" and len(letters) != 1:
+                raise ValueError(f"multiple_choice answer must be one letter, got {self.answer!r}")
+            bad = [a for a in letters if a not in valid]
+            if bad:
+                raise ValueError(f"answer {self.answer!r} is not among options {sorted(valid)}")
+        elif self.problem_type in ("numerical", "regression"):
+            try:
+                float(self.answer)
+            except ValueError:
+                raise ValueError(f"{self.problem_type} answer must be a number, got {self.answer!r}") from None
+        return self
+
+    def prompt_text(self) -> str:
+        """Question plus lettered options, as shown to the model."""
+        if not self.options:
+            return self.question
+        opts = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(self.options))
+        return f"{self.question}\n{opts}"
+
+    def resolved_video(self, base: Path | str | None) -> Path:
+        p = Path(self.video)
+        return p if p.is_absolute() or base is None else Path(base) / p
+
+
+def load_jsonl(path: str | Path, *, check_videos: bool = True) -> list[VideoRow]:
+    """Load and validate a JSONL dataset; relative video paths become absolute.
+
+    Raises :class:`DataError` naming ``file:line`` for malformed JSON, missing
+    or invalid fields, duplicate ids, and (with ``check_videos``) missing video files.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: dataset file not found")
+    rows: list[VideoRow] = []
+    seen: dict[str, int] = {}
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(obj, dict):
+                raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+            try:
+                row = VideoRow.model_validate(obj)
+            except ValidationError as e:
+                errs = "; ".join(
+                    f"field {'.'.join(str(x) for x in err['loc']) or '<row>'}: {err['msg']}" for err in e.errors()
+                )
+                raise DataError(f"{where}: invalid row: {errs}") from None
+            if row.id in seen:
+                raise DataError(f"{where}: duplicate id {row.id!r} (first at line {seen[row.id]})")
+            seen[row.id] = lineno
+            video = row.resolved_video(path.parent)
+            if check_videos and not video.is_file():
+                raise DataError(f"{where}: video file not found: {video}")
+            rows.append(row.model_copy(update={"video": str(video)}))
+    if not rows:
+        raise DataError(f"{path}: no rows")
+    return rows
+
+
+def write_jsonl(rows: list[VideoRow], path: str | Path) -> None:
+    """Write rows as JSONL (video paths are written as given)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r.model_dump(exclude_none=True), ensure_ascii=False) + "\n")
