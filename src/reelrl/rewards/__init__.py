@@ -1,0 +1,33 @@
+"""Rewards: answer extraction, registered reward functions, weighted combination.
+
+``REWARDS`` maps names to functions with TRL's calling convention
+(``fn(completions, **columns) -> list[float | None]``); ``compute_rewards``
+turns a list of :class:`RewardSpec` into a total reward tensor plus per-reward
+columns.
+"""
+
+from reelrl.rewards.combine import RewardSpec, compute_rewards, resolve_reward
+from reelrl.rewards.extract import (
+    extract_tag,
+    has_format,
+    parse_choice,
+    parse_choices,
+    parse_number,
+    parse_span,
+)
+from reelrl.rewards.functions import REWARDS, RewardFn, score_answer
+
+__all__ = [
+    "REWARDS",
+    "RewardFn",
+    "RewardSpec",
+    "compute_rewards",
+    "resolve_reward",
+    "score_answer",
+    "extract_tag",
+    "has_format",
+    "parse_choice",
+    "parse_choices",
+    "parse_number",
+    "parse_span",
+]

@@ -1,0 +1,229 @@
+"""Answer extraction from model completions: tags, letters, numbers, time spans.
+
+Every parser here is a pure function of a string that returns ``None`` when it
+cannot find an answer it is confident about, never a guess. Rewards turn
+``None`` into 0 accuracy; the evaluation code reports it as "unparsed".
+
+The completion format (algorithms.md, "Shared pieces") is::
+
+    <think> reasoning </think> <answer> final answer </answer>
+"""
+
+from __future__ import annotations
+
+import re
+
+from reelrl.data.schema import LETTERS
+
+__all__ = [
+    "extract_tag",
+    "has_format",
+    "parse_choice",
+    "parse_choices",
+    "parse_number",
+    "parse_span",
+]
+
+_FORMAT_RE = re.compile(r"\s*<think>.*?</think>\s*<answer>.*?</answer>\s*", re.DOTALL)
+
+
+def extract_tag(text: str, tag: str = "answer") -> str | None:
+    """Content of the LAST ``<tag>...</tag>`` pair in ``text``, stripped; ``None`` if absent.
+
+    An opening tag without a closing one does not count.
+    """
+    matches = re.findall(rf"<{re.escape(tag)}>(.*?)</{re.escape(tag)}>", text, flags=re.DOTALL)
+    return matches[-1].strip() if matches else None
+
+
+def has_format(text: str) -> bool:
+    """True when ``text`` is exactly ``<think>...</think> <answer>...</answer>``.
+
+    Whitespace around and between the two blocks is allowed; anything else
+    outside them, or a second copy of any of the four tags, makes it False.
+    """
+    if _FORMAT_RE.fullmatch(text) is None:
+        return False
+    return all(text.count(t) == 1 for t in ("<think>", "</think>", "<answer>", "</answer>"))
+
+
+# ---------------------------------------------------------------- choice letters
+
+# Words after which a standalone "A" / "I" is still read as an option letter ("A is right").
+_OPTION_FOLLOWERS = frozenset({"and", "or", "is", "was", "seems", "fits", "matches", "because", "since"})
+_OPEN = r"[\(\[]"
+_CLOSE = r"[\)\]]"
+
+
+def _valid(n_options: int) -> str:
+    if not 1 <= n_options <= len(LETTERS):
+        raise ValueError(f"n_options must be in 1..{len(LETTERS)}, got {n_options}")
+    return LETTERS[:n_options]
+
+
+def parse_choice(text: str, n_options: int) -> str | None:
+    """One option letter (upper case) among the first ``n_options``, or ``None``.
+
+    Rules, in order of precedence (the first rule that yields a valid letter wins):
+
+    1. The whole text is a letter, optionally bracketed and/or followed by
+       "." or ":" -- ``"B"``, ``"b"``, ``"(B)"``, ``"[b]"``, ``"B."``, ``"B)"``.
+    2. The text starts with a letter and a delimiter, then the option text --
+       ``"B. red"``, ``"(B) red"``, ``"b) red"``, ``"B: red"``. A letter followed
+       only by a space (``"A ball"``) does not match this rule, and neither
+       does a hedge naming another bracketed letter (``"(A) or (C)"``).
+    3. An explicit phrase; the last one wins -- ``"answer is B"``,
+       ``"answer: (b)"``, ``"Option B"``, ``"choice C"``. Without brackets the
+       letter must be upper case (``"the answer is a dog"`` is no answer).
+    4. A bracketed letter anywhere (``"... so (C) fits"``) when exactly one
+       distinct valid bracketed letter occurs.
+    5. A standalone upper-case letter anywhere, when exactly one distinct valid
+       one occurs. ``"A"`` and ``"I"`` followed by a lower-case word are read
+       as English words ("A ball", "I think"), not as options, unless that word
+       is one of a few verbs / conjunctions ("A is right", "A and C").
+
+    Letters outside the first ``n_options`` are ignored by every rule.
+    """
+    valid = _valid(n_options)
+    s = text.strip()
+
+    def ok(letter: str) -> str | None:
+        up = letter.upper()
+        return up if up in valid else None
+
+    m = re.fullmatch(rf"{_OPEN}?\s*([A-Za-z])\s*{_CLOSE}?\s*[.:]?", s)
+    if m and (r := ok(m.group(1))):
+        return r
+    m = re.match(rf"{_OPEN}?([A-Za-z])(?:{_CLOSE}|[.:])\s*\S", s)
+    if m and (r := ok(m.group(1))):
+        others = {ok(x) for x in re.findall(rf"{_OPEN}\s*([A-Za-z])\s*{_CLOSE}", s[m.end() - 1 :])} - {None, r}
+        if not others:  # "(A) or (C)" is a hedge, not an answer
+            return r
+    phrase = re.compile(
+        r"\b(?:answer|option|choice)s?\b(?:\s*(?:is|are|:|=))*\s*(?:(?:option|choice)\s*)?"
+        rf"(?:{_OPEN}\s*([A-Za-z])\s*{_CLOSE}|([A-Z])(?![A-Za-z]))",
+        flags=re.IGNORECASE,
+    )
+    found = []
+    for m in phrase.finditer(s):
+        letter = m.group(1) or m.group(2)
+        # IGNORECASE also relaxes [A-Z] in group 2; re-impose upper case there.
+        if m.group(2) is not None and not m.group(2).isupper():
+            continue
+        if ok(letter):
+            found.append(letter.upper())
+    if found:
+        return found[-1]
+    bracketed = {ok(x) for x in re.findall(rf"{_OPEN}\s*([A-Za-z])\s*{_CLOSE}", s)} - {None}
+    if len(bracketed) == 1:
+        return bracketed.pop()
+    loose = set()
+    for m in re.finditer(r"(?<![A-Za-z])([A-Z])(?![A-Za-z])", s):
+        nxt = re.match(r" ([a-z]+)", s[m.end() :])
+        if m.group(1) in "AI" and nxt and nxt.group(1) not in _OPTION_FOLLOWERS:
+            continue
+        if ok(m.group(1)):
+            loose.add(m.group(1))
+    if len(loose) == 1:
+        return loose.pop()
+    return None
+
+
+def parse_choices(text: str, n_options: int) -> set[str] | None:
+    """A set of option letters for multi-select answers, or ``None``.
+
+    Rules, in order:
+
+    1. Every token is a (bracketed) letter, with separators ``,`` ``;`` ``/``
+       ``&`` whitespace or the word "and"; the words "option(s)", "choice(s)",
+       "answer(s) is/are" are ignored -- ``"A, C"``, ``"A and C"``,
+       ``"(A)(C)"``, ``"Options A and C"``.
+    2. A run of distinct upper-case letters -- ``"AC"``.
+    3. Comma / semicolon / newline separated parts that each parse with
+       :func:`parse_choice` -- ``"A. red, C. blue"``.
+    4. A single letter by :func:`parse_choice` -- ``"The answer is B"`` -> ``{"B"}``.
+
+    A letter list that names a letter beyond the options (``"A, E"`` with four
+    options) gives ``None``: it is a wrong answer, not a partial one.
+    """
+    valid = _valid(n_options)
+    s = text.strip()
+    if not s:
+        return None
+    body = re.sub(r"\b(?:the\s+)?answers?\s*(?:is|are|:)?", " ", s, flags=re.IGNORECASE)
+    body = re.sub(r"\b(?:options?|choices?|and)\b", " ", body, flags=re.IGNORECASE)
+    tokens = [t for t in re.split(r"[\s,;/&()\[\]]+|\.(?=\s|$)", body) if t]
+    if tokens and all(len(t) == 1 and t.isalpha() for t in tokens):
+        # A list of letters: one outside the options is a wrong answer, not noise.
+        return {t.upper() for t in tokens} if all(t.upper() in valid for t in tokens) else None
+    if re.fullmatch(r"[A-Z]{2,}", s) and len(set(s)) == len(s) and all(c in valid for c in s):
+        return set(s)
+    parts = [p for p in re.split(r"[,;\n]+", s) if p.strip()]
+    if len(parts) > 1:
+        letters = [parse_choice(p, n_options) for p in parts]
+        if all(letters):
+            return {x for x in letters if x}
+    one = parse_choice(s, n_options)
+    return {one} if one else None
+
+
+# ---------------------------------------------------------------------- numbers
+
+_WORD_NUMBERS = {
+    w: float(i)
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen "
+        "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
+# A number: optional sign (not glued to a word), then "1,000,000.5", "12.5", "3" or ".5",
+# optional exponent. Never starts inside another number.
+_NUM_RE = re.compile(
+    r"(?:(?<![\w.])[-+])?(?<![\d.])"
+    r"(?:\d{1,3}(?:,\d{3})+(?![\d])(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
+    r"(?:[eE][-+]?\d+)?"
+)
+_WORD_RE = re.compile(r"\b(" + "|".join(_WORD_NUMBERS) + r")\b", re.IGNORECASE)
+
+
+def parse_number(text: str) -> float | None:
+    """The LAST number written in ``text``, or ``None``.
+
+    Digits take precedence over words: the last digit number if there is one
+    ("3", "3.0", "-2.5", "1,000", "about 7 times", "1e3"), otherwise the last
+    number word among zero..twenty ("five"). Thousands commas need groups of
+    exactly three digits; "1,2,3" is three numbers (the result is 3).
+    """
+    nums = _NUM_RE.findall(text)
+    if nums:
+        return float(nums[-1].replace(",", ""))
+    words = _WORD_RE.findall(text)
+    if words:
+        return _WORD_NUMBERS[words[-1].lower()]
+    return None
+
+
+# ------------------------------------------------------------------- time spans
+
+_T = r"(\d+(?:\.\d+)?)"  # a non-negative time in seconds
+_UNIT = r"(?:\s*(?:s|secs?|seconds?)\b)?"
+_SPAN_RES = (
+    re.compile(rf"(?<![\d.]){_T}{_UNIT}\s*(?:to|and|-|–|—|~)\s*{_T}(?!\.?\d){_UNIT}", re.IGNORECASE),
+    re.compile(rf"[\[\(]\s*{_T}{_UNIT}\s*,\s*{_T}{_UNIT}\s*[\]\)]", re.IGNORECASE),
+)
+
+
+def parse_span(text: str) -> tuple[float, float] | None:
+    """The LAST ``(start, end)`` seconds span in ``text``, or ``None``.
+
+    Accepted syntaxes: ``"s to e"``, ``"s and e"``, ``"s-e"`` (also en/em dash
+    and ``~``), ``"[s, e]"`` / ``"(s, e)"``, each number optionally followed by
+    "s" / "sec" / "seconds". The span is returned as written, even when
+    ``start > end`` (the tIoU reward scores such a span 0).
+    """
+    best: tuple[int, float, float] | None = None
+    for rx in _SPAN_RES:
+        for m in rx.finditer(text):
+            if best is None or m.start() > best[0]:
+                best = (m.start(), float(m.group(1)), float(m.group(2)))
+    return None if best is None else (best[1], best[2])

@@ -1,0 +1,372 @@
+"""Reward functions, registered by name in :data:`REWARDS`.
+
+Calling convention (TRL's): ``fn(completions, **columns) -> list[float | None]``.
+``completions`` holds N completion strings (or TRL conversational completions,
+``[{"role": "assistant", "content": "..."}]``, whose last message is scored);
+``columns`` holds dataset columns as lists of length N (``answer``,
+``problem_type``, ``options``, ``time_span``, ...). Columns a function does not
+use are ignored. ``None`` in the result means "not applicable to this row".
+
+Which rows a function applies to:
+
+* ``accuracy`` dispatches on each row's ``problem_type`` (Video-R1 rules,
+  algorithms.md "Shared pieces") and never returns ``None``.
+* The single-type rewards (``choice``, ``multi_choice``, ``multi_choice_soft``,
+  ``numeric``, ``regression``, ``mra``, ``ocr``, ``rouge``, ``tiou``) score
+  EVERY row they are given with their own rule, whatever its ``problem_type``;
+  they need no ``problem_type`` column. Use them on datasets of one type, or
+  use ``accuracy`` on mixed ones.
+
+The predicted answer is the text inside the last ``<answer>...</answer>``; a
+completion without answer tags, or whose answer cannot be parsed, scores 0.
+Gold answers are read as written (a surrounding ``<answer>`` tag is tolerated).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any, Callable, Sequence
+
+from reelrl.data.schema import LETTERS
+from reelrl.registry import Registry
+from reelrl.rewards.extract import (
+    extract_tag,
+    has_format,
+    parse_choice,
+    parse_choices,
+    parse_number,
+    parse_span,
+)
+
+RewardFn = Callable[..., list[float | None]]
+REWARDS: Registry[RewardFn] = Registry("reward")
+
+__all__ = [
+    "REWARDS",
+    "RewardFn",
+    "word_error_rate",
+    "rouge_f1",
+    "rouge_l_f1",
+    "tiou",
+    "relative_error",
+    "mra_score",
+    "score_answer",
+]
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _text(completion: Any) -> str:
+    """The text of one completion: a string, or the last message of a TRL conversation."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        content = completion[-1].get("content", "")
+        if isinstance(content, str):
+            return content
+        if isinstance(content, list):  # [{"type": "text", "text": ...}, ...]
+            return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    raise TypeError(f"a completion must be a string or a list of chat messages, got {type(completion).__name__}")
+
+
+def _column(columns: dict[str, Any], name: str, n: int, reward: str) -> list[Any]:
+    """Column ``name`` checked to hold ``n`` entries; the error names the reward."""
+    if name not in columns or columns[name] is None:
+        raise KeyError(f"reward {reward!r} needs the dataset column {name!r}; got columns {sorted(columns)}")
+    col = list(columns[name])
+    if len(col) != n:
+        raise ValueError(f"reward {reward!r}: column {name!r} has {len(col)} entries for {n} completions")
+    return col
+
+
+def _gold(answer: Any) -> str:
+    """A gold answer as text; an ``<answer>`` wrapper, if any, is removed."""
+    s = str(answer)
+    inner = extract_tag(s)
+    return inner if inner is not None else s.strip()
+
+
+def _n_options(options: Any) -> int:
+    """Number of options of a row; rows without options allow every letter A..Z."""
+    return len(options) if options else len(LETTERS)
+
+
+def _gold_letters(answer: str) -> set[str]:
+    """Gold letter set from "A,C" / "A, C" (the reelrl schema's multi_choice answer)."""
+    return {x.strip().upper() for x in answer.split(",") if x.strip()}
+
+
+def _gold_number(answer: str, reward: str, row: int) -> float:
+    try:
+        return float(answer.replace(",", ""))
+    except ValueError:
+        raise ValueError(f"reward {reward!r}, row {row}: gold answer {answer!r} is not a number") from None
+
+
+# ------------------------------------------------------------------ metrics
+
+
+def _edit_distance(a: Sequence[str], b: Sequence[str]) -> int:
+    """Levenshtein distance between two token sequences (unit costs)."""
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, start=1):
+        cur = [i] + [0] * len(b)
+        for j, y in enumerate(b, start=1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y))
+        prev = cur
+    return prev[-1]
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word edit distance / number of reference words (whitespace split, case-sensitive).
+
+    As in Video-R1's code, the denominator is ``max(1, len(reference words))``,
+    so an empty reference against an empty hypothesis gives 0.
+    """
+    ref, hyp = reference.split(), hypothesis.split()
+    return _edit_distance(ref, hyp) / max(1, len(ref))
+
+
+def _rouge_tokens(text: str) -> list[str]:
+    """Lower-case, non-alphanumerics to spaces, whitespace split (rouge_score's tokenizer, no stemming)."""
+    return "".join(c if c.isalnum() else " " for c in text.lower()).split()
+
+
+def _f1(overlap: float, n_pred: int, n_ref: int) -> float:
+    p = overlap / max(n_pred, 1)
+    r = overlap / max(n_ref, 1)
+    return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+
+
+def rouge_f1(reference: str, prediction: str, n: int) -> float:
+    """ROUGE-n F1 (clipped n-gram overlap). Texts shorter than n tokens give 0."""
+    ref, pred = _rouge_tokens(reference), _rouge_tokens(prediction)
+    ref_ngrams = Counter(tuple(ref[i : i + n]) for i in range(len(ref) - n + 1))
+    pred_ngrams = Counter(tuple(pred[i : i + n]) for i in range(len(pred) - n + 1))
+    overlap = sum((ref_ngrams & pred_ngrams).values())
+    return _f1(overlap, sum(pred_ngrams.values()), sum(ref_ngrams.values()))
+
+
+def rouge_l_f1(reference: str, prediction: str) -> float:
+    """ROUGE-L F1: longest common subsequence of tokens."""
+    ref, pred = _rouge_tokens(reference), _rouge_tokens(prediction)
+    prev = [0] * (len(pred) + 1)
+    for x in ref:
+        cur = [0]
+        for j, y in enumerate(pred, start=1):
+            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
+        prev = cur
+    return _f1(prev[-1], len(pred), len(ref))
+
+
+def tiou(pred: tuple[float, float], gold: tuple[float, float]) -> float:
+    """Temporal IoU of two [start, end] spans; a span with end <= start scores 0."""
+    (s, e), (gs, ge) = pred, gold
+    if e <= s or ge <= gs:
+        return 0.0
+    inter = max(0.0, min(e, ge) - max(s, gs))
+    return inter / (max(e, ge) - min(s, gs))
+
+
+def relative_error(pred: float, gold: float) -> float:
+    """|pred - gold| / |gold|; for gold == 0: 0 if |pred| <= 1e-6 else +inf (no scale to compare with)."""
+    if gold == 0:
+        return 0.0 if abs(pred) <= 1e-6 else math.inf
+    return abs(pred - gold) / abs(gold)
+
+
+MRA_THRESHOLDS = tuple(round(0.50 + 0.05 * i, 2) for i in range(10))  # 0.50, 0.55, ..., 0.95
+
+
+def mra_score(pred: float, gold: float) -> float:
+    """Mean relative accuracy: mean over t in 0.50..0.95 of 1[relative error < 1 - t]."""
+    err = relative_error(pred, gold)
+    return sum(err < round(1.0 - t, 2) for t in MRA_THRESHOLDS) / len(MRA_THRESHOLDS)
+
+
+# ------------------------------------------------------------------ per-type scoring
+
+
+def _choice(pred: str, gold: str, options: Any) -> float:
+    return float(parse_choice(pred, _n_options(options)) == gold.strip().upper())
+
+
+def _multi_choice(pred: str, gold: str, options: Any) -> float:
+    return float(parse_choices(pred, _n_options(options)) == _gold_letters(gold))
+
+
+def _multi_choice_soft(pred: str, gold: str, options: Any) -> float:
+    """TW-GRPO: 1 if P == Q, |P|/|Q| if P is a strict subset of Q, else 0 (empty P: 0)."""
+    p, q = parse_choices(pred, _n_options(options)), _gold_letters(gold)
+    if not p or not q or not p <= q:
+        return 0.0
+    return len(p) / len(q)
+
+
+def _numeric(pred: str, gold: str, row: int) -> float:
+    x = parse_number(pred)
+    return 0.0 if x is None else float(round(x, 2) == round(_gold_number(gold, "numeric", row), 2))
+
+
+def _regression(pred: str, gold: str, row: int) -> float:
+    """1 - min(1, relative error); gold 0 means an exact match (within 1e-6) or nothing."""
+    x = parse_number(pred)
+    return 0.0 if x is None else 1.0 - min(1.0, relative_error(x, _gold_number(gold, "regression", row)))
+
+
+def _mra(pred: str, gold: str, row: int) -> float:
+    x = parse_number(pred)
+    return 0.0 if x is None else mra_score(x, _gold_number(gold, "mra", row))
+
+
+def _ocr(pred: str, gold: str) -> float:
+    return min(1.0, max(0.0, 1.0 - word_error_rate(gold, pred)))
+
+
+def _rouge(pred: str, gold: str) -> float:
+    return (rouge_f1(gold, pred, 1) + rouge_f1(gold, pred, 2) + rouge_l_f1(gold, pred)) / 3.0
+
+
+def _gold_span(gold: str, time_span: Any, row: int) -> tuple[float, float]:
+    span = parse_span(gold)
+    if span is None and time_span is not None:
+        span = (float(time_span[0]), float(time_span[1]))
+    if span is None:
+        raise ValueError(f"reward 'tiou', row {row}: gold answer {gold!r} holds no time span and time_span is empty")
+    return span
+
+
+def _tiou(pred: str, gold: str, time_span: Any, row: int) -> float:
+    span = parse_span(pred)
+    return 0.0 if span is None else tiou(span, _gold_span(gold, time_span, row))
+
+
+def score_answer(
+    problem_type: str, pred: str, gold: str, *, options: Any = None, time_span: Any = None, row: int = 0
+) -> float:
+    """Video-R1 accuracy of an extracted answer ``pred`` against ``gold`` for one row."""
+    if problem_type == "multiple_choice":
+        return _choice(pred, gold, options)
+    if problem_type == "multi_choice":
+        return _multi_choice(pred, gold, options)
+    if problem_type == "numerical":
+        return _numeric(pred, gold, row)
+    if problem_type == "regression":
+        return _regression(pred, gold, row)
+    if problem_type == "ocr":
+        return _ocr(pred, gold)
+    if problem_type == "free_form":
+        return _rouge(pred, gold)
+    if problem_type == "temporal_grounding":
+        return _tiou(pred, gold, time_span, row)
+    raise ValueError(
+        f"row {row}: unknown problem_type {problem_type!r}; valid: multiple_choice, multi_choice, "
+        "numerical, regression, ocr, free_form, temporal_grounding"
+    )
+
+
+# ------------------------------------------------------------------ registered rewards
+
+
+def _per_row(
+    name: str,
+    completions: list[Any],
+    columns: dict[str, Any],
+    score: Callable[[str, str, int, dict[str, Any]], float],
+    extra: tuple[str, ...] = (),
+) -> list[float | None]:
+    """Apply ``score(pred, gold, row, cols)`` to each row; no answer tag -> 0.0."""
+    n = len(completions)
+    answers = _column(columns, "answer", n, name)
+    cols = {k: (list(columns[k]) if columns.get(k) is not None else [None] * n) for k in extra}
+    for k, v in cols.items():
+        if len(v) != n:
+            raise ValueError(f"reward {name!r}: column {k!r} has {len(v)} entries for {n} completions")
+    out: list[float | None] = []
+    for i, c in enumerate(completions):
+        pred = extract_tag(_text(c))
+        out.append(0.0 if pred is None else score(pred, _gold(answers[i]), i, {k: v[i] for k, v in cols.items()}))
+    return out
+
+
+@REWARDS.register("format")
+def format_reward(completions: list[Any], **columns: Any) -> list[float | None]:
+    """1.0 when the completion is exactly ``<think>...</think> <answer>...</answer>``, else 0.0."""
+    return [float(has_format(_text(c))) for c in completions]
+
+
+@REWARDS.register("accuracy")
+def accuracy_reward(completions: list[Any], **columns: Any) -> list[float | None]:
+    """Video-R1 accuracy, dispatched on each row's ``problem_type`` (see :func:`score_answer`).
+
+    Columns: ``answer``, ``problem_type``; ``options`` (choice rows, default
+    A..Z allowed) and ``time_span`` (grounding rows whose answer has no span).
+    """
+    n = len(completions)
+    types = _column(columns, "problem_type", n, "accuracy")
+    return _per_row(
+        "accuracy", completions, columns,
+        lambda p, g, i, c: score_answer(types[i], p, g, options=c["options"], time_span=c["time_span"], row=i),
+        extra=("options", "time_span"),
+    )
+
+
+@REWARDS.register("choice")
+def choice_reward(completions: list[Any], **columns: Any) -> list[float | None]:
+    """1.0 when the answer's letter (:func:`parse_choice`) equals the gold letter."""
+    return _per_row("choice", completions, columns, lambda p, g, i, c: _choice(p, g, c["options"]), ("options",))
+
+
+@REWARDS.register("multi_choice")
+def multi_choice_reward(completions: list[Any], **columns: Any) -> list[float | None]:
+    """1.0 when the answer's letter set equals the gold set ("A,C")."""
+    return _per_row(
+        "multi_choice", completions, columns, lambda p, g, i, c: _multi_choice(p, g, c["options"]), ("options",)
+    )
+
+
+@REWARDS.register("multi_choice_soft")
+def multi_choice_soft_reward(completions: list[Any], **columns: Any) -> list[float | None]:
+    """TW-GRPO soft multi-choice: 1 if P == Q, |P|/|Q| if P is a strict subset of Q, 0 otherwise."""
+    def score(pred: str, gold: str, row: int, cols: dict[str, Any]) -> float:
+        return _multi_choice_soft(pred, gold, cols["options"])
+
+    return _per_row("multi_choice_soft", completions, columns, score, ("options",))
+
+
+@REWARDS.register("numeric")
+def numeric_reward(completions: list[Any], **columns: Any) -> list[float | None]:
+    """1.0 when the answer's last number equals the gold after rounding both to 2 decimals."""
+    return _per_row("numeric", completions, columns, lambda p, g, i, c: _numeric(p, g, i))
+
+
+@REWARDS.register("regression")
+def regression_reward(completions: list[Any], **columns: Any) -> list[float | None]:
+    """1 - min(1, |pred - gt| / |gt|); with gt == 0, 1.0 iff |pred| <= 1e-6."""
+    return _per_row("regression", completions, columns, lambda p, g, i, c: _regression(p, g, i))
+
+
+@REWARDS.register("mra")
+def mra_reward(completions: list[Any], **columns: Any) -> list[float | None]:
+    """Mean relative accuracy over thresholds 0.50..0.95 (evaluation metric for regression)."""
+    return _per_row("mra", completions, columns, lambda p, g, i, c: _mra(p, g, i))
+
+
+@REWARDS.register("ocr")
+def ocr_reward(completions: list[Any], **columns: Any) -> list[float | None]:
+    """clip(1 - WER, 0, 1), word error rate against the gold text (case-sensitive)."""
+    return _per_row("ocr", completions, columns, lambda p, g, i, c: _ocr(p, g))
+
+
+@REWARDS.register("rouge")
+def rouge_reward(completions: list[Any], **columns: Any) -> list[float | None]:
+    """Mean of ROUGE-1, ROUGE-2 and ROUGE-L F1 against the gold text (lower-cased tokens)."""
+    return _per_row("rouge", completions, columns, lambda p, g, i, c: _rouge(p, g))
+
+
+@REWARDS.register("tiou")
+def tiou_reward(completions: list[Any], **columns: Any) -> list[float | None]:
+    """Temporal IoU of the answer's span against the gold span (answer text, else ``time_span``)."""
+    return _per_row("tiou", completions, columns, lambda p, g, i, c: _tiou(p, g, c["time_span"], i), ("time_span",))
