@@ -1,0 +1,142 @@
+"""The ``reelrl`` command line: train | sft | eval | gym | tiny | import-video-r1.
+
+Recipes are YAML files; any field can be overridden as ``key.sub=value``::
+
+    reelrl train recipes/quickstart.yaml rl.steps=50 seed=1
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from reelrl.config import ConfigError, RecipeConfig, load_recipe
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+console = Console()
+
+
+def _fail(msg: str) -> None:
+    console.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(2)
+
+
+def _load(recipe: Path, overrides: list[str] | None) -> RecipeConfig:
+    try:
+        return load_recipe(recipe, overrides or [])
+    except ConfigError as e:
+        _fail(str(e))
+        raise  # unreachable
+
+
+def _run(cfg: RecipeConfig, resume: bool, stop_after: int | None, model: str | None = None) -> dict:
+    from reelrl.data.schema import DataError
+    from reelrl.train.pipeline import Pipeline
+    from reelrl.video.decode import VideoError
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return Pipeline(cfg, model_path=model).run(resume=resume, stop_after=stop_after)
+    except (DataError, VideoError, ConfigError, FileExistsError, FileNotFoundError) as e:
+        _fail(str(e))
+        raise
+
+
+OVERRIDES = typer.Argument(None, help="Dotted overrides, e.g. rl.steps=10 seed=1")
+RESUME = typer.Option(False, "--resume", help="Continue the run in output_dir from its last checkpoint.")
+STOP = typer.Option(None, "--stop-after", help="Stop after N more optimizer steps (the run stays resumable).")
+
+
+@app.command()
+def train(recipe: Path, overrides: Optional[list[str]] = OVERRIDES, resume: bool = RESUME,
+          stop_after: Optional[int] = STOP) -> None:
+    """Run the recipe's stages (e.g. sft -> eval -> rl -> eval) and print the summary table."""
+    cfg = _load(recipe, overrides)
+    console.print(f"[bold]reelrl[/] {cfg.name}: stages {' -> '.join(cfg.stages)}; run dir {cfg.run_dir()}")
+    _run(cfg, resume, stop_after)
+
+
+@app.command()
+def sft(recipe: Path, overrides: Optional[list[str]] = OVERRIDES, resume: bool = RESUME,
+        stop_after: Optional[int] = STOP) -> None:
+    """Only the CoT-SFT stage of a recipe."""
+    cfg = _load(recipe, overrides)
+    cfg.stages = ["sft"]
+    _run(cfg, resume, stop_after)
+
+
+@app.command("eval")
+def eval_(recipe: Path, overrides: Optional[list[str]] = OVERRIDES,
+          model: Optional[str] = typer.Option(None, help="Model directory (default: the recipe's model.path).")) -> None:
+    """Greedy evaluation of a model on the recipe's eval split."""
+    cfg = _load(recipe, overrides)
+    cfg.stages = ["eval"]
+    if (cfg.run_dir() / "0-eval" / "done.json").exists():
+        import shutil
+
+        shutil.rmtree(cfg.run_dir() / "0-eval")
+    _run(cfg, False, None, model)
+
+
+@app.command()
+def gym(
+    out: Path,
+    n_train: int = typer.Option(512, help="Training rows."),
+    n_val: int = typer.Option(64, help="Validation rows."),
+    n_test: int = typer.Option(256, help="Test rows."),
+    families: str = typer.Option("count,order,direction,color_change", help="Comma-separated task families."),
+    frames: int = typer.Option(16), fps: float = typer.Option(4.0), size: int = typer.Option(84),
+    difficulty: float = typer.Option(0.3), seed: int = typer.Option(0),
+) -> None:
+    """Render the synthetic video gym (H.264 videos + JSONL rows with verifiable answers)."""
+    from reelrl.gym import GymSpec, generate_gym
+
+    spec = GymSpec(families=families.split(","), frames=frames, fps=fps, height=size, width=size,
+                   difficulty=difficulty, seed=seed)
+    info = generate_gym(out, spec, n_train, n_val, n_test)
+    console.print_json(json.dumps(info, default=str))
+
+
+@app.command()
+def tiny(out: Path, gym_dir: Optional[Path] = typer.Option(None, help="Train the tokenizer on this gym's text."),
+         seed: int = typer.Option(0)) -> None:
+    """Build the tiny Qwen2.5-VL checkpoint (random init, locally trained tokenizer)."""
+    from reelrl.data.schema import load_jsonl
+    from reelrl.models.tiny import build_tiny, default_corpus
+
+    texts = list(default_corpus())
+    if gym_dir is not None:
+        for split in ("train", "val", "test"):
+            p = gym_dir / f"{split}.jsonl"
+            if p.is_file():
+                for r in load_jsonl(p, check_videos=False):
+                    texts += [r.prompt_text(), r.reasoning or "", f"<answer>{r.answer}</answer>"]
+    path = build_tiny(out, texts, seed=seed)
+    console.print(f"tiny checkpoint written to {path}")
+
+
+@app.command("import-video-r1")
+def import_video_r1(src: Path, video_root: Path, out: Path) -> None:
+    """Convert a Video-R1 JSON/JSONL file to reelrl's row schema."""
+    from reelrl.data.schema import DataError
+    from reelrl.data.video_r1 import convert_video_r1
+
+    try:
+        counts = convert_video_r1(src, video_root, out)
+    except DataError as e:
+        _fail(str(e))
+    console.print_json(json.dumps(counts))
+
+
+def main() -> None:  # pragma: no cover
+    app(sys.argv[1:])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

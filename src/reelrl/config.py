@@ -1,0 +1,307 @@
+"""Typed recipe configuration: one YAML per recipe, dotted ``key=value`` overrides.
+
+A recipe is a YAML file whose keys mirror :class:`RecipeConfig`. Every field is
+documented below; unknown keys are errors, and an error names the field path
+and, for choices, the allowed values. The fully resolved config is written to
+``<output_dir>/config.yaml`` by every run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from reelrl.video.sample import VideoSampling
+
+
+class ConfigError(ValueError):
+    """A recipe or override is invalid; the message names the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(_Strict):
+    """LoRA adapters (peft) on the language model."""
+
+    enabled: bool = Field(False, description="Train LoRA adapters instead of all weights.")
+    r: int = Field(16, ge=1, description="Adapter rank.")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the adapter input.")
+    target_modules: str | list[str] = Field(
+        "all-linear", description="peft target modules; 'all-linear' = every linear layer of the language model."
+    )
+
+
+class ModelConfig(_Strict):
+    """Which checkpoint to load and what to train of it."""
+
+    path: str = Field(description="Local directory of a transformers checkpoint (never downloaded).")
+    build_tiny_if_missing: bool = Field(
+        False, description="If `path` does not exist, build the tiny Qwen2.5-VL checkpoint there (quickstart, tests)."
+    )
+    tiny: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of reelrl.models.tiny.build_tiny.")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="Weights dtype.")
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
+        "sdpa", description="Attention kernel passed to from_pretrained."
+    )
+    freeze_vision: bool = Field(False, description="Freeze the vision tower (then its embeddings are reused by the update).")
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+
+
+class GymConfig(_Strict):
+    """Synthetic video data generated on demand when the dataset files are missing."""
+
+    enabled: bool = Field(False, description="Generate the gym into `dir` if its files are missing.")
+    dir: str = Field(".cache/gym", description="Output directory of the generated gym.")
+    spec: dict[str, Any] = Field(default_factory=dict, description="Fields of reelrl.gym.GymSpec.")
+    n_train: int = Field(512, ge=1)
+    n_val: int = Field(64, ge=0)
+    n_test: int = Field(256, ge=1)
+
+
+class DataConfig(_Strict):
+    """Dataset files (JSONL rows, see reelrl.data.schema)."""
+
+    train: str | None = Field(None, description="Training JSONL; defaults to <gym.dir>/train.jsonl when the gym is on.")
+    val: str | None = Field(None, description="Validation JSONL.")
+    test: str | None = Field(None, description="Held-out JSONL used by `eval`.")
+    gym: GymConfig = Field(default_factory=GymConfig)
+    shuffle: bool = Field(True, description="Reshuffle the training rows every epoch (seeded).")
+    max_rows: int | None = Field(None, ge=1, description="Use only the first N training rows.")
+
+
+class PromptConfig(_Strict):
+    """How a row becomes the user turn."""
+
+    system: str | None = Field(None, description="Optional system message.")
+    template: str = Field(
+        "{question}\nThink inside <think></think>, then answer inside <answer></answer>.",
+        description="User text; {question} is the question with lettered options.",
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _has_question(cls, v: str) -> str:
+        if "{question}" not in v:
+            raise ValueError("template must contain {question}")
+        return v
+
+
+class OptimConfig(_Strict):
+    """AdamW with linear warmup and cosine / constant / linear decay."""
+
+    lr: float = Field(1e-5, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    warmup_steps: int = Field(0, ge=0)
+    schedule: Literal["cosine", "constant", "linear"] = "cosine"
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Final lr as a fraction of lr (cosine/linear).")
+    grad_clip: float | None = Field(1.0, gt=0.0, description="Max global grad norm; null disables clipping.")
+
+
+class RewardItem(_Strict):
+    """One reward function and its weight in the total."""
+
+    name: str = Field(description="Registered reward name, or 'package.module:function'.")
+    weight: float = 1.0
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class SFTConfig(_Strict):
+    """CoT supervised fine-tuning on the rows' reasoning traces (loss on assistant tokens only)."""
+
+    epochs: float = Field(1.0, gt=0.0, description="Passes over the training rows (fractions allowed).")
+    batch_size: int = Field(8, ge=1, description="Rows per optimizer step.")
+    micro_batch_size: int = Field(8, ge=1, description="Rows per forward pass (gradient accumulation).")
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_steps=10))
+    rows_without_reasoning: Literal["error", "skip", "answer_only"] = Field(
+        "error", description="What to do with rows lacking a reasoning trace."
+    )
+
+
+class RLConfig(_Strict):
+    """GRPO-family training: rollouts, rewards, advantages, loss."""
+
+    steps: int = Field(100, ge=1, description="Optimizer steps (one rollout batch each).")
+    prompts_per_step: int = Field(4, ge=1, description="B: prompts per step.")
+    group_size: int = Field(8, ge=2, description="G: completions per prompt.")
+    max_new_tokens: int = Field(64, ge=1)
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: list[str] = Field(default_factory=lambda: ["</answer>"], description="Extra stop strings besides EOS.")
+    rewards: list[RewardItem] = Field(
+        default_factory=lambda: [RewardItem(name="accuracy"), RewardItem(name="format")]
+    )
+    advantage: str = Field("grpo", description="Registered advantage estimator.")
+    advantage_kwargs: dict[str, Any] = Field(default_factory=dict)
+    loss: str = Field("grpo", description="Registered policy loss.")
+    loss_kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the loss (clip, agg...).")
+    beta: float = Field(0.0, ge=0.0, description="KL coefficient to the reference model; 0 loads no reference.")
+    kl_estimator: str = Field("k3", description="Registered KL estimator (k1, k2, k3, low_var_kl).")
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-5, warmup_steps=0))
+    mini_batches: int = Field(1, ge=1, description="Optimizer steps per rollout batch (groups split evenly).")
+    ppo_epochs: int = Field(1, ge=1, description="Passes over each rollout batch (mu in GRPO).")
+    cache_vision: bool = Field(True, description="Encode each video once per step and reuse the embeddings.")
+    share_prefix: bool = Field(True, description="Prefill the shared prompt once and fork its KV cache for G rollouts.")
+    log_samples_every: int = Field(10, ge=1, description="Write a sample table (prompt, completion, reward) every N steps.")
+
+
+class EvalConfig(_Strict):
+    """Greedy evaluation on a split."""
+
+    split: Literal["test", "val", "train"] = "test"
+    max_new_tokens: int = Field(64, ge=1)
+    max_rows: int | None = Field(None, ge=1)
+
+
+class LoggingConfig(_Strict):
+    tensorboard: bool = True
+    wandb: bool = Field(False, description="Also log to Weights & Biases if it is installed.")
+    wandb_project: str = "reelrl"
+    progress: bool = Field(True, description="Rich progress bars.")
+
+
+class CheckpointConfig(_Strict):
+    every: int = Field(0, ge=0, description="Save a resumable checkpoint every N optimizer steps (0: only at the end).")
+    keep: int = Field(2, ge=1, description="How many step checkpoints to keep.")
+    save_final_model: bool = Field(True, description="Save the final model (loadable with Auto classes).")
+
+
+STAGES = ("sft", "eval", "rl")
+
+
+class RecipeConfig(_Strict):
+    """A whole recipe: model, data, stages and their settings."""
+
+    name: str = Field("run", description="Recipe name, used in the run directory.")
+    description: str = Field("", description="What the recipe reproduces.")
+    seed: int = 0
+    output_dir: str = Field("runs/{name}-seed{seed}", description="Run directory; {name} and {seed} are filled in.")
+    device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1'.")
+    stages: list[str] = Field(default_factory=lambda: ["rl"], description=f"Stages run by `train`, from {STAGES}.")
+    model: ModelConfig
+    data: DataConfig = Field(default_factory=DataConfig)
+    video: VideoSampling = Field(default_factory=VideoSampling)
+    prompt: PromptConfig = Field(default_factory=PromptConfig)
+    sft: SFTConfig = Field(default_factory=SFTConfig)
+    rl: RLConfig = Field(default_factory=RLConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+
+    @field_validator("stages")
+    @classmethod
+    def _stages_known(cls, v: list[str]) -> list[str]:
+        bad = [s for s in v if s not in STAGES]
+        if bad:
+            raise ValueError(f"unknown stage(s) {bad}; allowed: {list(STAGES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "RecipeConfig":
+        from reelrl.algos import ADVANTAGES, KL_ESTIMATORS, LOSSES
+        from reelrl.rewards import REWARDS
+
+        for field, reg, name in (
+            ("rl.advantage", ADVANTAGES, self.rl.advantage),
+            ("rl.loss", LOSSES, self.rl.loss),
+            ("rl.kl_estimator", KL_ESTIMATORS, self.rl.kl_estimator),
+        ):
+            if name not in reg:
+                raise ValueError(f"{field}: unknown name {name!r}; allowed: {reg.names()}")
+        for i, r in enumerate(self.rl.rewards):
+            if ":" not in r.name and r.name not in REWARDS:
+                raise ValueError(f"rl.rewards[{i}].name: unknown reward {r.name!r}; allowed: {REWARDS.names()}")
+        if self.sft.batch_size % self.sft.micro_batch_size:
+            raise ValueError("sft.batch_size must be a multiple of sft.micro_batch_size")
+        if self.rl.prompts_per_step % self.rl.mini_batches:
+            raise ValueError("rl.prompts_per_step must be a multiple of rl.mini_batches")
+        if self.data.train is None and not self.data.gym.enabled:
+            raise ValueError("data.train is required unless data.gym.enabled is true")
+        return self
+
+    # ------------------------------------------------------------------ paths
+    def run_dir(self) -> Path:
+        return Path(self.output_dir.format(name=self.name, seed=self.seed))
+
+    def split_path(self, split: str) -> Path:
+        explicit = getattr(self.data, split)
+        if explicit is not None:
+            return Path(explicit)
+        if self.data.gym.enabled:
+            return Path(self.data.gym.dir) / f"{split}.jsonl"
+        raise ConfigError(f"data.{split} is not set and the gym is disabled")
+
+
+# ---------------------------------------------------------------------- loading
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        if k not in node or node[k] is None:
+            node[k] = {}
+        if not isinstance(node[k], dict):
+            raise ConfigError(f"override {dotted!r}: {k!r} is not a section")
+        node = node[k]
+    node[keys[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[str, Any]]:
+    """Parse ``a.b=value`` strings; values are read as YAML (numbers, lists, null...)."""
+    out = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.sub=value")
+        key, raw = item.split("=", 1)
+        out.append((key.strip(), yaml.safe_load(raw) if raw != "" else "")) 
+    return out
+
+
+def _format_validation(e: ValidationError, source: str) -> str:
+    lines = []
+    for err in e.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "<root>"
+        msg = err["msg"]
+        if err["type"] == "literal_error":
+            msg = f"{msg} (got {err.get('input')!r})"
+        lines.append(f"  {loc}: {msg}")
+    return f"invalid config {source}:\n" + "\n".join(lines)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
+    """Read a recipe YAML, apply dotted overrides, validate. Errors name the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe not found: {path}")
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: a recipe must be a YAML mapping")
+    for key, value in parse_overrides(overrides or []):
+        _set_dotted(tree, key, value)
+    return config_from_dict(tree, source=str(path))
+
+
+def config_from_dict(tree: dict[str, Any], source: str = "<dict>") -> RecipeConfig:
+    try:
+        return RecipeConfig.model_validate(tree)
+    except ValidationError as e:
+        raise ConfigError(_format_validation(e, source)) from None
+
+
+def save_config(cfg: RecipeConfig, path: str | Path) -> None:
+    """Write the fully resolved config (every default filled in) as YAML."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

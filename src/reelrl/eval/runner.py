@@ -1,0 +1,94 @@
+"""Greedy evaluation: accuracy per task family and overall, JSON + per-sample JSONL + a table."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from reelrl.data.schema import VideoRow
+from reelrl.models.vlm import VLM
+from reelrl.rewards import RewardSpec, compute_rewards
+from reelrl.rollout.hf import SamplingParams, generate_group
+from reelrl.train.progress import progress_bar
+from reelrl.train.prompts import PromptEncoder
+
+
+@torch.no_grad()
+def evaluate(
+    vlm: VLM,
+    tokenizer,
+    encoder: PromptEncoder,
+    rows: list[VideoRow],
+    sampling: SamplingParams,
+    reward_specs: list[RewardSpec],
+    out_dir: Path | None = None,
+    progress: bool = True,
+    title: str = "eval",
+) -> dict:
+    """Greedy-decode every row; score with ``accuracy``, ``format`` and the recipe's rewards."""
+    vlm.model.eval()
+    greedy = SamplingParams(**{**sampling.__dict__, "temperature": 0.0})
+    samples = []
+    with progress_bar(title, len(rows), progress) as bar:
+        for row in rows:
+            prompt = encoder.try_encode(row)
+            bar.advance()
+            if prompt is None:
+                continue
+            vision = vlm.encode_vision(prompt)
+            ro = generate_group(vlm, prompt, 1, greedy, None, vision)
+            text = tokenizer.decode(ro.tokens[0, : int(ro.lengths[0])], skip_special_tokens=True)
+            samples.append((row, text, int(ro.lengths[0])))
+    if not samples:
+        raise RuntimeError(f"{title}: no readable rows ({len(encoder.skipped)} skipped)")
+    texts = [t for _, t, _ in samples]
+    cols = {k: [r.model_dump()[k] for r, _, _ in samples] for k in samples[0][0].model_dump()}
+    total, per = compute_rewards(reward_specs, texts, cols)  # [N]
+    _, metric_cols = compute_rewards([RewardSpec("accuracy", 0.0), RewardSpec("format", 0.0)], texts, cols)
+    acc, fmt = metric_cols["accuracy"], metric_cols["format"]  # [N]
+    by_task: dict[str, list[float]] = defaultdict(list)
+    for (row, _, _), a in zip(samples, acc.tolist()):
+        by_task[row.task].append(a)
+    result = {
+        "n": len(samples),
+        "skipped": len(rows) - len(samples),
+        "accuracy": float(acc.mean()),
+        "format": float(fmt.mean()),
+        "mean_reward": float(total.mean()),
+        "mean_length": sum(n for _, _, n in samples) / len(samples),
+        "per_task": {k: {"n": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(by_task.items())},
+    }
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "eval.json").write_text(json.dumps(result, indent=2))
+        with (out_dir / "eval_samples.jsonl").open("w") as f:
+            for i, (row, text, n) in enumerate(samples):
+                f.write(json.dumps({
+                    "id": row.id, "task": row.task, "answer": row.answer, "completion": text, "length": n,
+                    "accuracy": float(acc[i]), "format": float(fmt[i]), "reward": float(total[i]),
+                    **{f"reward/{k}": float(v[i]) for k, v in per.items()},
+                }) + "\n")
+    return result
+
+
+def print_eval(result: dict, title: str = "evaluation", chance: dict[str, float] | None = None) -> None:
+    table = Table(title=title)
+    table.add_column("task")
+    table.add_column("n", justify="right")
+    table.add_column("accuracy", justify="right")
+    if chance:
+        table.add_column("chance", justify="right")
+    for task, v in result["per_task"].items():
+        extra = [f"{chance.get(task, float('nan')):.3f}"] if chance else []
+        table.add_row(task, str(v["n"]), f"{v['accuracy']:.3f}", *extra)
+    extra = [f"{sum(chance.values()) / len(chance):.3f}"] if chance else []
+    table.add_row("[bold]all", str(result["n"]), f"[bold]{result['accuracy']:.3f}", *extra)
+    Console().print(table)
+    Console().print(f"format {result['format']:.3f}  mean reward {result['mean_reward']:.3f}  "
+                    f"mean length {result['mean_length']:.1f}  skipped {result['skipped']}")

@@ -1,0 +1,200 @@
+"""A thin adapter over a transformers video-language model.
+
+Everything the trainer needs from the model goes through :class:`VLM`:
+encoding the video once (``encode_vision``), the 3D (temporal/height/width)
+RoPE positions of a prompt, prefilling a prompt into a KV cache, and scoring
+completions. The model itself stays a plain transformers model, so the same
+code serves the tiny checkpoint and a real Qwen2-VL / Qwen2.5-VL / Qwen3-VL.
+
+The temporal RoPE input ``second_per_grid_ts`` enters :meth:`VLM.positions`,
+which every pass (rollout, old/reference log-probs, update) uses, so no pass
+can silently drop it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+from transformers.cache_utils import DynamicCache
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+# Keys of the processor output that describe the video (everything but the text).
+VISION_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+
+
+@dataclass
+class EncodedPrompt:
+    """One prompt (video + text), tokenised and preprocessed, batch size 1."""
+
+    key: str  # unique id of the prompt (row id plus frame-sampling variant)
+    input_ids: Tensor  # [1, P]
+    vision_inputs: dict[str, Tensor]  # pixel_values_videos [n, d], video_grid_thw [1, 3], second_per_grid_ts [1]
+    mm_token_type_ids: Tensor | None = None  # [1, P] 0 text, 1 image, 2 video
+    positions: Tensor | None = None  # [3, 1, P] filled by VLM.positions
+    rope_delta: int = 0  # text position after the prompt minus its length
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def length(self) -> int:
+        return int(self.input_ids.shape[1])
+
+
+def _find_core(model: torch.nn.Module) -> torch.nn.Module:
+    """The inner module that owns ``get_rope_index`` (Qwen-VL family), or the model itself."""
+    for m in model.modules():
+        if hasattr(m, "get_rope_index") and hasattr(m, "get_video_features"):
+            return m
+    return model
+
+
+class VLM:
+    """Adapter around a (possibly LoRA-wrapped) transformers VLM."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.wrapped = model
+        # peft wraps the model; its injected LoRA layers live inside the base model.
+        self.model = model.get_base_model() if hasattr(model, "get_base_model") else model
+        self.core = _find_core(self.model)
+        self.has_mrope = hasattr(self.core, "get_rope_index")
+
+    def vision_tower(self) -> torch.nn.Module | None:
+        return getattr(self.core, "visual", None) or getattr(self.core, "vision_tower", None)
+
+    def vision_trainable(self) -> bool:
+        """Whether any vision-tower weight trains (then the update recomputes embeddings with gradient)."""
+        vis = self.vision_tower()
+        return vis is not None and any(p.requires_grad for p in vis.parameters())
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ------------------------------------------------------------------ vision
+    def encode_vision(self, prompt: EncodedPrompt) -> dict[str, BaseModelOutputWithPooling]:
+        """Run the vision tower once; the result is passed as ``mm_encoder_outputs``."""
+        vi = prompt.vision_inputs
+        out = self.core.get_video_features(vi["pixel_values_videos"], vi["video_grid_thw"], return_dict=True)
+        return {"video": out}
+
+    @staticmethod
+    def repeat_vision(vision: dict[str, BaseModelOutputWithPooling], n: int) -> dict[str, BaseModelOutputWithPooling]:
+        """The same video's embeddings for ``n`` copies of the prompt (no recomputation)."""
+        out = {}
+        for k, v in vision.items():
+            pooled = tuple(v.pooler_output) * n  # n x ([tokens, D],)
+            extra = {kk: vv for kk, vv in v.items() if kk not in ("pooler_output", "last_hidden_state")}
+            out[k] = BaseModelOutputWithPooling(pooler_output=pooled, **extra)
+        return out
+
+    # --------------------------------------------------------------- positions
+    def positions(self, prompt: EncodedPrompt) -> tuple[Tensor, int]:
+        """3D RoPE positions of the prompt ``[3, 1, P]`` and the text offset after it."""
+        if prompt.positions is None:
+            ids = prompt.input_ids  # [1, P]
+            if self.has_mrope and prompt.mm_token_type_ids is not None:
+                vi = prompt.vision_inputs
+                pos, delta = self.core.get_rope_index(
+                    ids,
+                    mm_token_type_ids=prompt.mm_token_type_ids,
+                    video_grid_thw=vi.get("video_grid_thw"),
+                    second_per_grid_ts=vi.get("second_per_grid_ts"),
+                    attention_mask=torch.ones_like(ids),
+                )  # [3, 1, P], [1, 1]
+                prompt.positions, prompt.rope_delta = pos, int(delta.reshape(-1)[0])
+            else:
+                pos = torch.arange(ids.shape[1], device=ids.device).view(1, 1, -1).expand(3, 1, -1)  # [3, 1, P]
+                prompt.positions, prompt.rope_delta = pos, 0
+        return prompt.positions, prompt.rope_delta
+
+    def continuation_positions(self, prompt: EncodedPrompt, start: int, length: int, batch: int) -> Tensor:
+        """Positions of text tokens ``start .. start+length-1`` after the prompt: ``[3, batch, length]``."""
+        _, delta = self.positions(prompt)
+        pos = torch.arange(start, start + length, device=prompt.input_ids.device) + delta  # [length]
+        return pos.view(1, 1, -1).expand(3, batch, -1)  # [3, batch, length]
+
+    # ----------------------------------------------------------------- forward
+    def _vision_kwargs(self, prompt: EncodedPrompt, vision, n: int) -> dict:
+        """Either cached embeddings (``mm_encoder_outputs``) or raw pixels for ``n`` prompt copies."""
+        if vision is not None:
+            return {"mm_encoder_outputs": self.repeat_vision(vision, n) if n > 1 else vision}
+        vi = prompt.vision_inputs
+        return {
+            "pixel_values_videos": vi["pixel_values_videos"].repeat(n, 1),  # [n*patches, d]
+            "video_grid_thw": vi["video_grid_thw"].repeat(n, 1),  # [n, 3]
+        }
+
+    def prefill(self, prompt: EncodedPrompt, vision=None) -> tuple[Tensor, DynamicCache]:
+        """Run the prompt once: logits of its last position ``[1, V]`` and its KV cache."""
+        pos, _ = self.positions(prompt)
+        out = self.model(
+            input_ids=prompt.input_ids,
+            attention_mask=torch.ones_like(prompt.input_ids),
+            position_ids=pos,
+            past_key_values=DynamicCache(config=self.model.config),
+            use_cache=True,
+            **self._vision_kwargs(prompt, vision, 1),
+        )
+        return out.logits[:, -1, :], out.past_key_values  # [1, V]
+
+    def step(self, tokens: Tensor, cache: DynamicCache, prompt: EncodedPrompt, start: int) -> Tensor:
+        """Feed ``tokens [N, L]`` at completion offsets ``start..``; returns logits ``[N, L, V]``."""
+        n, length = tokens.shape
+        total = prompt.length + start + length
+        out = self.model(
+            input_ids=tokens,
+            attention_mask=torch.ones(n, total, dtype=torch.long, device=tokens.device),  # [N, P+start+L]
+            position_ids=self.continuation_positions(prompt, prompt.length + start, length, n),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        return out.logits  # [N, L, V]
+
+    def completion_logits(
+        self, prompt: EncodedPrompt, completions: Tensor, vision=None, share_prefix: bool = True
+    ) -> Tensor:
+        """Logits predicting each completion token: ``completions [G, T] -> [G, T, V]``.
+
+        ``share_prefix`` prefills the prompt once and forks its KV cache for the G
+        completions (gradients flow back through the shared prefix); otherwise the
+        prompt is repeated G times in one full forward pass (the reference path).
+        """
+        g, t = completions.shape
+        if share_prefix:
+            last, cache = self.prefill(prompt, vision)  # [1, V]
+            cache.batch_repeat_interleave(g)
+            first = last.unsqueeze(1).expand(g, 1, -1)  # [G, 1, V]
+            if t == 1:
+                return first
+            rest = self.step(completions[:, :-1], cache, prompt, 0)  # [G, T-1, V]
+            return torch.cat([first, rest], dim=1)  # [G, T, V]
+        pos, _ = self.positions(prompt)
+        ids = torch.cat([prompt.input_ids.expand(g, -1), completions], dim=1)  # [G, P+T]
+        positions = torch.cat(
+            [pos.expand(3, g, -1), self.continuation_positions(prompt, prompt.length, t, g)], dim=2
+        )  # [3, G, P+T]
+        out = self.model(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            position_ids=positions,
+            use_cache=False,
+            **self._vision_kwargs(prompt, vision, g),
+        )
+        return out.logits[:, prompt.length - 1 : -1, :]  # [G, T, V]
+
+
+def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:
+    """Log-probability of ``tokens [N, T]`` under ``logits [N, T, V]`` -> ``[N, T]`` (float32)."""
+    logits = logits.float()  # [N, T, V]
+    if temperature != 1.0:
+        logits = logits / temperature
+    picked = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # [N, T]
+    return picked - torch.logsumexp(logits, dim=-1)  # [N, T]
+
+
+def token_entropy(logits: Tensor) -> Tensor:
+    """Entropy of the next-token distribution ``[N, T, V] -> [N, T]`` (no gradient)."""
+    with torch.no_grad():
+        logp = torch.log_softmax(logits.float(), dim=-1)  # [N, T, V]
+        return -(logp.exp() * logp).sum(-1)  # [N, T]

@@ -1,0 +1,75 @@
+"""Metrics sinks: a JSONL file, TensorBoard events, optionally wandb; and a step timer."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLogger:
+    """Writes each step's scalars to ``metrics.jsonl`` and TensorBoard (and wandb when asked)."""
+
+    def __init__(self, run_dir: Path, *, tensorboard: bool = True, wandb: bool = False, project: str = "reelrl",
+                 config: dict | None = None, prefix: str = "") -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.prefix = prefix
+        self._jsonl = (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8")
+        self._tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"))
+        self._wandb = None
+        if wandb:
+            try:
+                import wandb as _wandb
+            except ImportError:
+                print("wandb requested but not installed; logging to JSONL and TensorBoard only")
+            else:
+                self._wandb = _wandb.init(project=project, dir=str(self.run_dir), config=config or {})
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        clean = {f"{self.prefix}{k}": (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}
+        self._jsonl.write(json.dumps({"step": step, "time": time.time(), **clean}) + "\n")
+        self._jsonl.flush()
+        for k, v in clean.items():
+            if isinstance(v, float) and math.isfinite(v):
+                if self._tb is not None:
+                    self._tb.add_scalar(k, v, step)
+        if self._tb is not None:
+            self._tb.flush()
+        if self._wandb is not None:
+            self._wandb.log(clean, step=step)
+
+    def close(self) -> None:
+        self._jsonl.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+class Timer:
+    """Accumulates wall time per named phase: ``with timer("rollout"): ...``."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.totals[name] += time.perf_counter() - t0
+
+    def pop(self) -> dict[str, float]:
+        out = {f"time/{k}": v for k, v in self.totals.items()}
+        self.totals = defaultdict(float)
+        return out

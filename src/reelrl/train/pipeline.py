@@ -1,0 +1,248 @@
+"""Runs a recipe's stages (sft, eval, rl, ...) in one run directory, resumably.
+
+Layout of a run directory::
+
+    config.yaml                  the fully resolved recipe
+    <i>-<stage>/                 one folder per stage, in order
+        metrics.jsonl, tb/       step metrics (training stages)
+        checkpoint-<step>/       resumable state (training stages)
+        model/                   final weights + processor (Auto-class loadable)
+        eval.json, eval_samples.jsonl   (eval stages)
+        done.json                written when the stage completed
+    summary.json, summary.md     the table of every evaluation
+
+Each training stage starts from the model the previous training stage saved,
+so a resumed run skips finished stages and continues the interrupted one from
+its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from reelrl.config import RecipeConfig, save_config
+from reelrl.data.schema import VideoRow, load_jsonl
+from reelrl.eval.runner import evaluate, print_eval
+from reelrl.models.load import apply_lora, freeze_vision_tower, load_model_and_processor
+from reelrl.models.vlm import VLM
+from reelrl.rewards import RewardSpec
+from reelrl.train.checkpoint import save_final_model
+from reelrl.train.metrics import MetricsLogger
+from reelrl.train.prompts import PromptEncoder
+from reelrl.train.rl import ReferencePolicy, RLTrainer, sampling_params
+from reelrl.train.sft import SFTTrainer
+
+STAGE_LABEL = {"sft": "SFT", "rl": "GRPO"}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_data(cfg: RecipeConfig) -> None:
+    """Generate the synthetic gym when the recipe asks for it and its files are missing."""
+    gym = cfg.data.gym
+    if gym.enabled:
+        from reelrl.gym import GymSpec, ensure_gym
+
+        ensure_gym(gym.dir, GymSpec(**gym.spec), gym.n_train, gym.n_val, gym.n_test)
+
+
+def prepare_model(cfg: RecipeConfig) -> None:
+    """Build the tiny checkpoint at ``model.path`` when asked and missing."""
+    path = Path(cfg.model.path)
+    if path.exists() or not cfg.model.build_tiny_if_missing:
+        return
+    from reelrl.models.tiny import build_tiny, default_corpus
+
+    texts = list(default_corpus())
+    texts.append(cfg.prompt.template)
+    for split in ("train", "val", "test"):
+        try:
+            p = cfg.split_path(split)
+        except ValueError:
+            continue
+        if p.is_file():
+            for r in load_jsonl(p, check_videos=False):
+                texts += [r.prompt_text(), r.reasoning or "", f"<answer>{r.answer}</answer>"]
+    build_tiny(path, texts, **cfg.model.tiny)
+
+
+def load_rows(cfg: RecipeConfig, split: str) -> list[VideoRow]:
+    rows = load_jsonl(cfg.split_path(split))
+    if split == "train" and cfg.data.max_rows:
+        rows = rows[: cfg.data.max_rows]
+    if split != "train" and cfg.eval.max_rows:
+        rows = rows[: cfg.eval.max_rows]
+    return rows
+
+
+class Pipeline:
+    """Holds the current model between stages and runs each stage."""
+
+    def __init__(self, cfg: RecipeConfig, model_path: str | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = cfg.run_dir()
+        self.device = resolve_device(cfg.device)
+        self.model_path = model_path or cfg.model.path
+        self.console = Console()
+
+    # ----------------------------------------------------------------- model
+    def load(self, for_training: bool) -> tuple[VLM, object]:
+        m = self.cfg.model
+        model, processor = load_model_and_processor(
+            self.model_path, dtype=m.dtype, device=str(self.device), attn_implementation=m.attn_implementation
+        )
+        if for_training:
+            if m.freeze_vision:
+                freeze_vision_tower(model)
+            if m.lora.enabled:
+                model = apply_lora(model, m.lora.r, m.lora.alpha, m.lora.dropout, m.lora.target_modules,
+                                   freeze_vision=m.freeze_vision)
+            if m.gradient_checkpointing:
+                model.gradient_checkpointing_enable()
+        return VLM(model), processor
+
+    def encoder(self, processor) -> PromptEncoder:
+        return PromptEncoder(processor, self.cfg.video, self.cfg.prompt.template, self.cfg.prompt.system, self.device)
+
+    # ---------------------------------------------------------------- stages
+    def run(self, resume: bool = False, stop_after: int | None = None) -> dict:
+        cfg = self.cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.run_dir / "config.yaml")
+        prepare_data(cfg)
+        prepare_model(cfg)
+        results: list[dict] = []
+        history: list[str] = []
+        for i, kind in enumerate(cfg.stages):
+            stage_dir = self.run_dir / f"{i}-{kind}"
+            done = stage_dir / "done.json"
+            if done.is_file() and resume:
+                res = json.loads(done.read_text())
+                self.console.print(f"[dim]stage {i} ({kind}) already done, skipping")
+            else:
+                if done.is_file():
+                    raise FileExistsError(f"{stage_dir} already finished; use --resume or another output_dir")
+                seed_everything(cfg.seed + i)
+                res = getattr(self, f"stage_{kind}")(stage_dir, resume, stop_after, history)
+                if res is None:  # interrupted on purpose (stop_after)
+                    return {"interrupted": True, "stage": i}
+                done.write_text(json.dumps(res, indent=2))
+            if kind in STAGE_LABEL:
+                history.append(STAGE_LABEL[kind])
+                self.model_path = str(stage_dir / "model")
+            res = {**res, "stage": i, "kind": kind, "label": "+".join(history) or "base"}
+            results.append(res)
+        summary = self.summarize(results)
+        return summary
+
+    def _logger(self, stage_dir: Path) -> MetricsLogger:
+        lg = self.cfg.logging
+        return MetricsLogger(stage_dir, tensorboard=lg.tensorboard, wandb=lg.wandb, project=lg.wandb_project,
+                             config=self.cfg.model_dump(mode="json"))
+
+    def _finish_training(self, trainer, vlm: VLM, processor, stage_dir: Path, resume: bool, stop_after) -> dict | None:
+        from reelrl.train.checkpoint import list_checkpoints, save_checkpoint
+
+        if list_checkpoints(stage_dir) and not resume:
+            raise FileExistsError(f"{stage_dir} holds checkpoints of an earlier run; pass --resume or change output_dir")
+        logger = self._logger(stage_dir)
+        try:
+            last = trainer.train(logger, resume=resume, stop_after=stop_after)
+        finally:
+            logger.close()
+        total = getattr(trainer, "steps", None) or self.cfg.rl.steps
+        if trainer.step_idx < total:
+            save_checkpoint(stage_dir, trainer.step_idx, vlm.wrapped, trainer.opt, trainer.sched, trainer.sampler,
+                            self.cfg.checkpoint.keep)
+            return None
+        save_final_model(vlm.wrapped, processor, stage_dir / "model")
+        return {"steps": trainer.step_idx, "last": last, "skipped_videos": len(trainer.encoder.skipped)}
+
+    def stage_sft(self, stage_dir: Path, resume: bool, stop_after, history) -> dict | None:
+        vlm, processor = self.load(for_training=True)
+        trainer = SFTTrainer(self.cfg, vlm, processor.tokenizer, self.encoder(processor), load_rows(self.cfg, "train"),
+                             stage_dir)
+        return self._finish_training(trainer, vlm, processor, stage_dir, resume, stop_after)
+
+    def stage_rl(self, stage_dir: Path, resume: bool, stop_after, history) -> dict | None:
+        vlm, processor = self.load(for_training=True)
+        reference = None
+        if self.cfg.rl.beta > 0:
+            if self.cfg.model.lora.enabled:
+                reference = ReferencePolicy(vlm, None)
+            else:
+                ref_model, _ = self.load(for_training=False)
+                ref_model.model.requires_grad_(False)
+                reference = ReferencePolicy(vlm, ref_model)
+        trainer = RLTrainer(self.cfg, vlm, processor.tokenizer, self.encoder(processor), load_rows(self.cfg, "train"),
+                            stage_dir, reference)
+        return self._finish_training(trainer, vlm, processor, stage_dir, resume, stop_after)
+
+    def stage_eval(self, stage_dir: Path, resume: bool, stop_after, history) -> dict:
+        vlm, processor = self.load(for_training=False)
+        sampling = sampling_params(self.cfg, processor.tokenizer, vlm, self.cfg.eval.max_new_tokens)
+        rows = load_rows(self.cfg, self.cfg.eval.split)
+        specs = [RewardSpec(r.name, r.weight, r.kwargs) for r in self.cfg.rl.rewards]
+        label = "+".join(history) or "base"
+        res = evaluate(vlm, processor.tokenizer, self.encoder(processor), rows, sampling, specs, stage_dir,
+                       self.cfg.logging.progress, title=f"eval ({label})")
+        print_eval(res, f"{self.cfg.eval.split} accuracy after {label}", self.chance())
+        return res
+
+    # --------------------------------------------------------------- summary
+    def chance(self) -> dict[str, float] | None:
+        gym_json = Path(self.cfg.data.gym.dir) / "gym.json"
+        if self.cfg.data.gym.enabled and gym_json.is_file():
+            return json.loads(gym_json.read_text()).get("chance")
+        return None
+
+    def summarize(self, results: list[dict]) -> dict:
+        evals = [r for r in results if r["kind"] == "eval"]
+        chance = self.chance()
+        rows = []
+        if chance and evals:
+            per = evals[0]["per_task"]
+            n = sum(v["n"] for v in per.values())
+            overall = sum(chance.get(t, 0.0) * v["n"] for t, v in per.items()) / max(1, n)
+            rows.append({"model": "chance", "accuracy": overall, "mean_reward": None,
+                         "per_task": {t: chance.get(t) for t in per}})
+        for r in evals:
+            rows.append({"model": r["label"], "accuracy": r["accuracy"], "mean_reward": r["mean_reward"],
+                         "format": r["format"], "per_task": {t: v["accuracy"] for t, v in r["per_task"].items()}})
+        summary = {"recipe": self.cfg.name, "seed": self.cfg.seed, "split": self.cfg.eval.split, "rows": rows}
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+        if rows:
+            self._print_summary(summary)
+        return summary
+
+    def _print_summary(self, summary: dict) -> None:
+        rows = summary["rows"]
+        tasks = list(rows[-1]["per_task"])
+        table = Table(title=f"{summary['recipe']} (seed {summary['seed']}): held-out {summary['split']} accuracy")
+        for col in ["model", "accuracy", "mean reward", *tasks]:
+            table.add_column(col, justify="left" if col == "model" else "right")
+        md = ["| model | accuracy | mean reward | " + " | ".join(tasks) + " |", "|---" * (3 + len(tasks)) + "|"]
+        for r in rows:
+            cells = [r["model"], f"{r['accuracy']:.3f}", "-" if r["mean_reward"] is None else f"{r['mean_reward']:.3f}"]
+            cells += [f"{r['per_task'].get(t, float('nan')):.3f}" for t in tasks]
+            table.add_row(*cells)
+            md.append("| " + " | ".join(cells) + " |")
+        Console().print(table)
+        (self.run_dir / "summary.md").write_text("\n".join(md) + "\n")

@@ -1,0 +1,131 @@
+"""CoT supervised fine-tuning: next-token loss on the assistant tokens of reasoning traces.
+
+The loss of an optimizer step is the mean over every labelled token of its
+whole batch (micro-batches are normalised by the global token count, so
+gradient accumulation does not change the result).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from reelrl.config import RecipeConfig
+from reelrl.data.schema import VideoRow
+from reelrl.models.vlm import VLM
+from reelrl.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from reelrl.train.metrics import MetricsLogger, Timer
+from reelrl.train.optim import clip_and_norm, make_optimizer, make_scheduler
+from reelrl.train.progress import progress_bar
+from reelrl.train.prompts import PromptEncoder, target_text
+from reelrl.train.sampler import RowSampler
+
+PAD_KEYS = {"input_ids": 0, "attention_mask": 0, "labels": -100, "mm_token_type_ids": 0}
+CAT_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+
+
+def collate(examples: list[dict[str, Tensor]], pad_id: int) -> dict[str, Tensor]:
+    """Right-pad token tensors ``[1, L_i] -> [B, L]`` and concatenate the video tensors."""
+    width = max(int(e["input_ids"].shape[1]) for e in examples)
+    out: dict[str, Tensor] = {}
+    for key, fill in PAD_KEYS.items():
+        if key not in examples[0]:
+            continue
+        fill = pad_id if key == "input_ids" else fill
+        rows = []
+        for e in examples:
+            t = e[key]  # [1, L_i]
+            pad = torch.full((1, width - t.shape[1]), fill, dtype=t.dtype)  # [1, L - L_i]
+            rows.append(torch.cat([t, pad], dim=1))
+        out[key] = torch.cat(rows, dim=0)  # [B, L]
+    for key in CAT_KEYS:
+        if key in examples[0]:
+            out[key] = torch.cat([e[key] for e in examples], dim=0)
+    return out
+
+
+def sft_loss(logits: Tensor, labels: Tensor, num_tokens: float) -> Tensor:
+    """Summed next-token NLL over labelled positions divided by ``num_tokens``."""
+    shift_logits = logits[:, :-1, :].float()  # [B, L-1, V]
+    shift_labels = labels[:, 1:]  # [B, L-1]
+    nll = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=-100, reduction="sum")
+    return nll / num_tokens
+
+
+class SFTTrainer:
+    """Trains on ``<think>reasoning</think><answer>answer</answer>`` targets of the rows."""
+
+    def __init__(self, cfg: RecipeConfig, vlm: VLM, tokenizer, encoder: PromptEncoder, rows: list[VideoRow],
+                 stage_dir: Path) -> None:
+        self.cfg, self.sft = cfg, cfg.sft
+        self.vlm, self.encoder, self.stage_dir = vlm, encoder, Path(stage_dir)
+        pairs = [(r, target_text(r, self.sft.rows_without_reasoning)) for r in rows]
+        self.rows = [(r, t) for r, t in pairs if t is not None]
+        if not self.rows:
+            raise ValueError("no SFT rows with reasoning traces")
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.steps = max(1, math.ceil(self.sft.epochs * len(self.rows) / self.sft.batch_size))
+        self.sampler = RowSampler(len(self.rows), self.sft.batch_size, cfg.seed, cfg.data.shuffle)
+        self.params = [p for p in vlm.wrapped.parameters() if p.requires_grad]
+        self.opt = make_optimizer(self.params, self.sft.optim)
+        self.sched = make_scheduler(self.opt, self.steps, self.sft.optim)
+        self._cache: dict[str, dict] = {}
+        self.timer = Timer()
+        self.step_idx = 0
+
+    def _example(self, i: int) -> dict[str, Tensor] | None:
+        row, target = self.rows[i]
+        if row.id not in self._cache:
+            try:
+                self._cache[row.id] = self.encoder.encode_sft(row, target)
+            except ValueError as e:  # VideoError is a ValueError
+                self.encoder.skipped[row.id] = str(e)
+                return None
+        return self._cache[row.id]
+
+    def train_step(self) -> dict[str, float]:
+        self.vlm.model.train()
+        with self.timer("decode"):
+            examples = [e for i in self.sampler.next_batch() if (e := self._example(i)) is not None]
+        if not examples:
+            raise RuntimeError(f"SFT step {self.step_idx}: no readable video in the batch: {self.encoder.skipped}")
+        num_tokens = float(sum(int((e["labels"][:, 1:] != -100).sum()) for e in examples))
+        total = 0.0
+        dev = self.vlm.device
+        with self.timer("update"):
+            for s in range(0, len(examples), self.sft.micro_batch_size):
+                batch = collate(examples[s : s + self.sft.micro_batch_size], self.pad_id)
+                labels = batch.pop("labels").to(dev)  # [b, L]
+                out = self.vlm.model(**{k: v.to(dev) for k, v in batch.items()}, use_cache=False)
+                loss = sft_loss(out.logits, labels, num_tokens)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"SFT step {self.step_idx}: non-finite loss {float(loss)}")
+                loss.backward()
+                total += float(loss)
+            norm = clip_and_norm(self.params, self.sft.optim.grad_clip)
+            self.opt.step()
+            self.sched.step()
+            self.opt.zero_grad(set_to_none=True)
+        return {"sft/loss": total, "sft/tokens": num_tokens, "grad_norm": norm, "lr": self.sched.get_last_lr()[0],
+                **self.timer.pop()}
+
+    def train(self, logger: MetricsLogger, resume: bool = False, stop_after: int | None = None) -> dict:
+        if resume and (ckpts := list_checkpoints(self.stage_dir)):
+            self.step_idx = load_checkpoint(ckpts[-1], self.vlm.wrapped, self.opt, self.sched, self.sampler)["step"]
+        last: dict = {}
+        ck = self.cfg.checkpoint
+        with progress_bar("SFT", self.steps, self.cfg.logging.progress, start=self.step_idx) as bar:
+            while self.step_idx < self.steps and (stop_after is None or stop_after > 0):
+                last = self.train_step()
+                self.step_idx += 1
+                logger.log(self.step_idx, last)
+                bar.advance(f"loss {last['sft/loss']:.3f}")
+                if ck.every and self.step_idx % ck.every == 0:
+                    save_checkpoint(self.stage_dir, self.step_idx, self.vlm.wrapped, self.opt, self.sched, self.sampler, ck.keep)
+                if stop_after is not None:
+                    stop_after -= 1
+        return last
