@@ -1,0 +1,265 @@
+"""Frame sampling and frame sizing for video-language models (pure, no I/O).
+
+The rules follow ``qwen-vl-utils`` (``smart_nframes``, ``smart_resize`` and
+the ``total_pixels`` budget of ``fetch_video``) so that a model post-trained
+with reelrl sees videos exactly as it saw them in pre-training:
+
+* how many frames: :func:`num_sampled_frames`
+* which frames: :func:`sample_indices` (uniform ``linspace`` over the file)
+* what size: :func:`smart_resize` and :func:`frame_size`
+* the effective frame rate of the sample: :func:`sampled_fps`, from which the
+  temporal RoPE input is ``second_per_grid_ts = frame_factor / sampled_fps``.
+
+Deviations from qwen-vl-utils (all for robustness, none changes a case
+qwen-vl-utils accepts):
+
+* qwen-vl-utils raises when the frame count ends below ``frame_factor`` (a
+  1-frame video) or when ``nframes`` exceeds the frames in the file; here the
+  count is raised to ``frame_factor`` and the uniform sample then repeats
+  frames (duplicate indices), which is what the Qwen processor does to pad
+  the temporal patch anyway.
+* ``fps`` and ``nframes`` may both be set; ``nframes`` wins.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+MAX_ASPECT_RATIO = 200
+"""Largest long/short side ratio :func:`smart_resize` accepts (as Qwen)."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`reelrl.video.decode.probe` learns about a video file.
+
+    Attributes:
+        path: the file.
+        num_frames: frames in the video stream (from the container, or
+            ``duration * fps`` when the container does not say).
+        fps: average frame rate of the stream (frames per second).
+        duration: stream duration in seconds.
+        width: frame width in pixels.
+        height: frame height in pixels.
+    """
+
+    path: str
+    num_frames: int
+    fps: float
+    duration: float
+    width: int
+    height: int
+
+
+class VideoSampling(BaseModel):
+    """How frames are picked from a video and how large they are.
+
+    Defaults are those of qwen-vl-utils for Qwen2.5-VL videos.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    fps: float | None = Field(
+        default=2.0,
+        gt=0,
+        description="Frames sampled per second of video (ignored when `nframes` is set).",
+    )
+    nframes: int | None = Field(
+        default=None,
+        ge=1,
+        description="Fixed number of frames per video (rounded to `frame_factor`); wins over `fps`.",
+    )
+    min_frames: int = Field(default=4, ge=1, description="Fewest frames in fps mode.")
+    max_frames: int = Field(default=768, ge=1, description="Most frames in fps mode.")
+    frame_factor: int = Field(
+        default=2,
+        ge=1,
+        description="Frame counts are multiples of this (the temporal patch size of Qwen).",
+    )
+    min_pixels: int = Field(default=128 * 28 * 28, ge=1, description="Fewest pixels per frame.")
+    max_pixels: int = Field(default=768 * 28 * 28, ge=1, description="Most pixels per frame.")
+    total_pixels: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "Pixel budget over all frames: per-frame max_pixels becomes "
+            "min(max_pixels, max(min(max_pixels, total_pixels / nframes * frame_factor), "
+            "int(min_pixels * 1.05)))."
+        ),
+    )
+    size_factor: int = Field(
+        default=28,
+        ge=1,
+        description="Frame height and width are multiples of this (patch size x spatial merge).",
+    )
+    resized_height: int | None = Field(
+        default=None, ge=1, description="Explicit frame height (rounded to `size_factor`); needs `resized_width`."
+    )
+    resized_width: int | None = Field(
+        default=None, ge=1, description="Explicit frame width (rounded to `size_factor`); needs `resized_height`."
+    )
+
+    @model_validator(mode="after")
+    def _check_fields(self) -> "VideoSampling":
+        if self.fps is None and self.nframes is None:
+            raise ValueError("VideoSampling: set `fps` or `nframes` (both are None)")
+        if self.min_frames > self.max_frames:
+            raise ValueError(
+                f"VideoSampling: min_frames ({self.min_frames}) must be <= max_frames ({self.max_frames})"
+            )
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(
+                f"VideoSampling: min_pixels ({self.min_pixels}) must be <= max_pixels ({self.max_pixels})"
+            )
+        if (self.resized_height is None) != (self.resized_width is None):
+            raise ValueError(
+                "VideoSampling: set both `resized_height` and `resized_width` or neither "
+                f"(got resized_height={self.resized_height}, resized_width={self.resized_width})"
+            )
+        return self
+
+
+def round_by_factor(number: float, factor: int) -> int:
+    """Closest multiple of ``factor`` (Python ``round``: halves go to even, as Qwen)."""
+    return round(number / factor) * factor
+
+
+def ceil_by_factor(number: float, factor: int) -> int:
+    """Smallest multiple of ``factor`` that is >= ``number``."""
+    return math.ceil(number / factor) * factor
+
+
+def floor_by_factor(number: float, factor: int) -> int:
+    """Largest multiple of ``factor`` that is <= ``number``."""
+    return math.floor(number / factor) * factor
+
+
+def num_sampled_frames(info: VideoInfo, cfg: VideoSampling) -> int:
+    """How many frames :func:`sample_indices` picks (qwen-vl-utils ``smart_nframes``).
+
+    With ``n = info.num_frames`` and ``f = cfg.frame_factor``:
+
+    * nframes mode: ``round_by_factor(cfg.nframes, f)``;
+    * fps mode: ``x = n / info.fps * cfg.fps``, clamped to
+      ``[ceil_by_factor(min_frames, f), floor_by_factor(min(max_frames, n), f)]``
+      and to ``n``, then ``floor_by_factor(x, f)``;
+    * either way at least ``f`` (see the module docstring).
+    """
+    total = info.num_frames
+    if total < 1:
+        raise ValueError(f"{info.path}: video has no frames (num_frames={total})")
+    f = cfg.frame_factor
+    if cfg.nframes is not None:
+        n = round_by_factor(cfg.nframes, f)
+    else:
+        assert cfg.fps is not None  # guaranteed by the validator
+        if info.fps <= 0:
+            raise ValueError(f"{info.path}: video fps must be > 0 for fps sampling, got {info.fps}")
+        lo = ceil_by_factor(cfg.min_frames, f)
+        hi = floor_by_factor(min(cfg.max_frames, total), f)
+        x = total / info.fps * cfg.fps
+        x = min(max(x, lo), hi, total)
+        n = floor_by_factor(x, f)
+    return max(n, f)
+
+
+def sample_indices(info: VideoInfo, cfg: VideoSampling) -> np.ndarray:
+    """Indices of the frames to decode, uniform over the whole video (Qwen convention).
+
+    ``n = num_sampled_frames(info, cfg)`` (see there for the exact count rule), then
+    ``indices = round(linspace(0, info.num_frames - 1, n))`` with numpy rounding
+    (halves to even, as ``torch.round`` in qwen-vl-utils). The first and last
+    frames are always included; indices repeat when ``n > info.num_frames``.
+
+    Returns:
+        int64 array of shape ``[n]``, non-decreasing, within ``[0, num_frames)``.
+    """
+    n = num_sampled_frames(info, cfg)
+    idx = np.linspace(0, info.num_frames - 1, n).round().astype(np.int64)  # [n]
+    return idx
+
+
+def sampled_fps(indices: np.ndarray, info: VideoInfo) -> float:
+    """Effective frame rate of a uniform sample: ``len(indices) / num_frames * fps``.
+
+    This is qwen-vl-utils' ``sample_fps``; the temporal RoPE input of Qwen2.5-VL
+    is ``second_per_grid_ts = frame_factor / sampled_fps``.
+    """
+    if info.num_frames < 1:
+        raise ValueError(f"{info.path}: video has no frames")
+    return len(indices) / info.num_frames * info.fps
+
+
+def smart_resize(
+    height: int,
+    width: int,
+    factor: int = 28,
+    min_pixels: int = 128 * 28 * 28,
+    max_pixels: int = 768 * 28 * 28,
+) -> tuple[int, int]:
+    """Qwen's resize rule: sides multiples of ``factor``, aspect kept, area in bounds.
+
+    1. ``h, w = max(factor, round_by_factor(height)), max(factor, round_by_factor(width))``.
+    2. If ``h * w > max_pixels``: ``beta = sqrt(height * width / max_pixels)`` and
+       ``h, w = floor_by_factor(height / beta), floor_by_factor(width / beta)`` (at least ``factor``).
+    3. Elif ``h * w < min_pixels``: ``beta = sqrt(min_pixels / (height * width))`` and
+       ``h, w = ceil_by_factor(height * beta), ceil_by_factor(width * beta)``.
+
+    Returns:
+        ``(h, w)``.
+
+    Raises:
+        ValueError: non-positive sides or an aspect ratio above :data:`MAX_ASPECT_RATIO`.
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"smart_resize: height and width must be >= 1, got {height}x{width}")
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise ValueError(
+            f"smart_resize: aspect ratio must be <= {MAX_ASPECT_RATIO}, got {height}x{width}"
+        )
+    h = max(factor, round_by_factor(height, factor))
+    w = max(factor, round_by_factor(width, factor))
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(factor, floor_by_factor(height / beta, factor))
+        w = max(factor, floor_by_factor(width / beta, factor))
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = ceil_by_factor(height * beta, factor)
+        w = ceil_by_factor(width * beta, factor)
+    return h, w
+
+
+def frame_max_pixels(cfg: VideoSampling, nframes: int) -> int:
+    """Per-frame pixel cap after the ``total_pixels`` budget (qwen-vl-utils ``fetch_video``).
+
+    Without ``total_pixels`` it is ``cfg.max_pixels``; with it,
+    ``min(max_pixels, max(min(max_pixels, total_pixels / nframes * frame_factor),
+    int(min_pixels * 1.05)))`` -- the budget is per temporal patch of
+    ``frame_factor`` frames, and never pushes a frame below ~``min_pixels``.
+    """
+    if cfg.total_pixels is None:
+        return cfg.max_pixels
+    if nframes < 1:
+        raise ValueError(f"frame_max_pixels: nframes must be >= 1, got {nframes}")
+    budget = cfg.total_pixels / nframes * cfg.frame_factor
+    px = max(min(cfg.max_pixels, budget), int(cfg.min_pixels * 1.05))
+    return int(min(cfg.max_pixels, px))
+
+
+def frame_size(info: VideoInfo, cfg: VideoSampling, nframes: int) -> tuple[int, int]:
+    """``(height, width)`` every sampled frame is resized to.
+
+    An explicit ``resized_height``/``resized_width`` is only rounded to
+    ``size_factor`` (at least one factor per side). Otherwise the source size
+    goes through :func:`smart_resize` with ``cfg.min_pixels`` and the cap of
+    :func:`frame_max_pixels` for ``nframes`` frames.
+    """
+    f = cfg.size_factor
+    if cfg.resized_height is not None and cfg.resized_width is not None:
+        return max(f, round_by_factor(cfg.resized_height, f)), max(f, round_by_factor(cfg.resized_width, f))
+    return smart_resize(info.height, info.width, f, cfg.min_pixels, frame_max_pixels(cfg, nframes))

@@ -1,0 +1,391 @@
+"""Tests of the video input layer: sampling rules, decoding by seeking, writing, prefetching.
+
+The test video encodes its frame index in the pixels: a 4x2 grid of 16x16
+blocks (macroblock aligned) holds the 8 bits of the index in black/white, and
+the grid below holds the inverted bits, so every bit is read as a large
+brightness difference that survives H.264 compression.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from pydantic import ValidationError
+
+from reelrl.video.decode import (
+    DECODE_STATS,
+    VideoError,
+    decode_frames,
+    load_video,
+    probe,
+    write_video,
+)
+from reelrl.video.prefetch import Prefetcher
+from reelrl.video.sample import (
+    VideoInfo,
+    VideoSampling,
+    frame_max_pixels,
+    frame_size,
+    num_sampled_frames,
+    sample_indices,
+    sampled_fps,
+    smart_resize,
+)
+
+N_FRAMES = 120
+FPS = 24
+GOP = 8
+SIDE = 64
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def encode_index(i: int, side: int = SIDE) -> np.ndarray:
+    """Frame ``[side, side, 3]`` uint8 whose blocks spell the 8 bits of ``i`` (and their inverse)."""
+    a = np.zeros((side, side, 3), dtype=np.uint8)  # [H, W, 3]
+    c = side // 4
+    for b in range(8):
+        r, col = divmod(b, 4)
+        bit = (i >> b) & 1
+        a[r * c : (r + 1) * c, col * c : (col + 1) * c] = 255 * bit
+        a[2 * c + r * c : 2 * c + (r + 1) * c, col * c : (col + 1) * c] = 255 * (1 - bit)
+    return a
+
+
+def read_index(frame: np.ndarray) -> int:
+    """Inverse of :func:`encode_index` for a frame of any size (reads the block centres)."""
+    h, w = frame.shape[:2]
+    gray = frame.astype(np.float64).mean(axis=2)  # [H, W]
+    value = 0
+    for b in range(8):
+        r, col = divmod(b, 4)
+
+        def centre(row: int) -> float:
+            y, x = int((row + 0.5) * h / 4), int((col + 0.5) * w / 4)
+            dy, dx = max(1, h // 16), max(1, w // 16)
+            return float(gray[y - dy : y + dy, x - dx : x + dx].mean())
+
+        on, off = centre(r), centre(2 + r)
+        assert abs(on - off) > 150, f"bit {b} unreadable ({on:.0f} vs {off:.0f})"
+        value |= int(on > off) << b
+    return value
+
+
+def codes(frames: np.ndarray) -> list[int]:
+    """Frame indices read back from ``[T, H, W, 3]`` frames."""
+    return [read_index(f) for f in frames]
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """120-frame 64x64 H.264 MP4 at 24 fps with a keyframe every 8 frames."""
+    frames = np.stack([encode_index(i) for i in range(N_FRAMES)])  # [120, 64, 64, 3]
+    return write_video(tmp_path_factory.mktemp("vid") / "index.mp4", frames, FPS, gop=GOP)
+
+
+def info_of(num_frames: int, fps: float = FPS, height: int = SIDE, width: int = SIDE) -> VideoInfo:
+    return VideoInfo(path="v.mp4", num_frames=num_frames, fps=fps, duration=num_frames / fps, width=width, height=height)
+
+
+# ---------------------------------------------------------------- sampling (pure)
+
+
+@pytest.mark.parametrize(
+    ("num_frames", "cfg", "expected"),
+    [
+        # fps mode: 120 frames / 24 fps * 2 fps = 10 frames
+        (120, dict(fps=2.0), [0, 13, 26, 40, 53, 66, 79, 93, 106, 119]),
+        # 120 / 24 * 1 = 5 -> floor to the frame factor 2 -> 4
+        (120, dict(fps=1.0), [0, 40, 79, 119]),
+        # 120 / 24 * 24 = 120 -> capped by max_frames 16
+        (120, dict(fps=24.0, max_frames=16), [0, 8, 16, 24, 32, 40, 48, 56, 63, 71, 79, 87, 95, 103, 111, 119]),
+        # 120 / 24 * 0.5 = 2.5 -> raised to min_frames 5 -> ceil to factor -> 6
+        (120, dict(fps=0.5, min_frames=5), [0, 24, 48, 71, 95, 119]),
+        # short video: 6 / 24 * 2 = 0.5 -> min_frames 4
+        (6, dict(fps=2.0), [0, 2, 3, 5]),
+        # nframes mode: 7 -> round(3.5) = 4 -> 8 frames, step 17
+        (120, dict(nframes=7), [0, 17, 34, 51, 68, 85, 102, 119]),
+        # nframes 5 -> round(2.5) = 2 (halves to even, as Qwen) -> 4 frames; nframes wins over fps
+        (120, dict(nframes=5, fps=24.0), [0, 40, 79, 119]),
+        # more frames asked than the file holds: uniform sample repeats frames
+        (6, dict(nframes=8), [0, 1, 1, 2, 3, 4, 4, 5]),
+        # a single-frame video still yields one temporal patch
+        (1, dict(fps=2.0), [0, 0]),
+    ],
+)
+def test_sample_indices_hand_computed(num_frames: int, cfg: dict, expected: list[int]) -> None:
+    idx = sample_indices(info_of(num_frames), VideoSampling(**cfg))
+    assert idx.dtype == np.int64
+    assert idx.tolist() == expected
+    assert num_sampled_frames(info_of(num_frames), VideoSampling(**cfg)) == len(expected)
+
+
+def test_sample_count_is_multiple_of_frame_factor() -> None:
+    for total in range(1, 200, 7):
+        for factor in (1, 2, 3, 4):
+            n = num_sampled_frames(info_of(total, fps=30), VideoSampling(fps=3.3, frame_factor=factor))
+            assert n % factor == 0 and n >= factor
+
+
+def test_sampled_fps_and_second_per_grid() -> None:
+    info = info_of(120)
+    assert sampled_fps(np.arange(10), info) == pytest.approx(2.0)  # 10 / 120 * 24
+    assert sampled_fps(np.arange(4), info) == pytest.approx(0.8)
+    assert 2 / sampled_fps(np.arange(4), info) == pytest.approx(2.5)  # second_per_grid_ts
+
+
+def test_smart_resize_hand_computed() -> None:
+    lo, hi = 128 * 28 * 28, 768 * 28 * 28
+    # 64x64 rounds to 56x56 = 3136 < min: beta = sqrt(100352 / 4096) = 4.9497, 64 * beta = 316.8 -> ceil 12 * 28
+    assert smart_resize(64, 64, 28, lo, hi) == (336, 336)
+    # 1080x1920 -> 1092x1932 > max: beta = sqrt(2073600 / 602112) = 1.8558, 581.97 -> 560, 1034.6 -> 1008
+    assert smart_resize(1080, 1920, 28, lo, hi) == (560, 1008)
+    # 90x160 -> 84x168 < min: beta = sqrt(100352 / 14400) = 2.6399, 237.6 -> 252, 422.4 -> 448
+    assert smart_resize(90, 160, 28, lo, hi) == (252, 448)
+    # already a multiple of 28 and inside the bounds: unchanged
+    assert smart_resize(224, 448, 28, lo, hi) == (224, 448)
+    with pytest.raises(ValueError, match="aspect ratio"):
+        smart_resize(10, 2010, 28, lo, hi)
+
+
+def test_total_pixels_budget_hand_computed() -> None:
+    info = info_of(120, height=1080, width=1920)
+    cfg = VideoSampling(total_pixels=20480 * 28 * 28)
+    # 16056320 / 64 * 2 = 501760 < max_pixels 602112
+    assert frame_max_pixels(cfg, 64) == 501760
+    # beta = sqrt(2073600 / 501760) = 2.0329: 531.3 -> 504, 944.5 -> 924
+    assert frame_size(info, cfg, 64) == (504, 924)
+    # 16056320 / 768 * 2 = 41813 < int(100352 * 1.05) = 105369 -> floor at 105369
+    assert frame_max_pixels(cfg, 768) == 105369
+    assert frame_size(info, cfg, 768) == (224, 420)
+    # no budget: plain max_pixels
+    assert frame_max_pixels(VideoSampling(), 768) == 768 * 28 * 28
+    # explicit size is only rounded to the size factor: 100 -> 112, 150 -> 140
+    assert frame_size(info, VideoSampling(resized_height=100, resized_width=150), 8) == (112, 140)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(fps=None, nframes=None), "set `fps` or `nframes`"),
+        (dict(min_frames=10, max_frames=4), "min_frames"),
+        (dict(min_pixels=1000, max_pixels=10), "min_pixels"),
+        (dict(resized_height=64), "resized_width"),
+        (dict(fps=0.0), "fps"),
+        (dict(frame_rate=2), "frame_rate"),
+    ],
+)
+def test_video_sampling_validation(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        VideoSampling(**kwargs)
+
+
+# ---------------------------------------------------------------- writing / probing
+
+
+def test_write_and_probe(video: Path) -> None:
+    info = probe(video)
+    assert (info.num_frames, info.fps, info.width, info.height) == (N_FRAMES, FPS, SIDE, SIDE)
+    assert info.duration == pytest.approx(N_FRAMES / FPS)
+    with av.open(str(video)) as c:
+        s = c.streams.video[0]
+        assert s.codec_context.name == "h264" and s.codec_context.pix_fmt == "yuv420p"
+        keys = [i for i, f in enumerate(c.decode(s)) if f.key_frame]
+    assert keys == list(range(0, N_FRAMES, GOP))  # gop sets the keyframe interval exactly
+
+
+def test_write_video_rejects_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="even"):
+        write_video(tmp_path / "odd.mp4", np.zeros((2, 63, 64, 3), np.uint8), 10)
+    with pytest.raises(ValueError, match="uint8"):
+        write_video(tmp_path / "f.mp4", np.zeros((2, 64, 64, 3), np.float32), 10)
+    with pytest.raises(ValueError, match="shape"):
+        write_video(tmp_path / "s.mp4", np.zeros((64, 64, 3), np.uint8), 10)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def test_decode_all_frames_in_order(video: Path) -> None:
+    DECODE_STATS.reset()
+    frames = decode_frames(video, np.arange(N_FRAMES))
+    assert frames.shape == (N_FRAMES, SIDE, SIDE, 3) and frames.dtype == np.uint8
+    assert codes(frames) == list(range(N_FRAMES))
+    assert DECODE_STATS.frames_decoded == N_FRAMES
+
+
+def test_decode_exact_frames_any_order_with_duplicates(video: Path) -> None:
+    wanted = [50, 3, 3, 119, 0, 64, 63]
+    frames = decode_frames(video, wanted)  # [7, 64, 64, 3]
+    assert codes(frames) == wanted
+    full = decode_frames(video, np.arange(N_FRAMES))  # [120, 64, 64, 3]
+    np.testing.assert_array_equal(frames, full[wanted])  # seeking gives bit-identical frames
+
+
+def test_seeking_cost_follows_sampled_frames(video: Path) -> None:
+    # GOP 8: frame 0 -> 1 decoded, 40 (a keyframe) -> 1, 79 (from keyframe 72) -> 8, 119 (from 112) -> 8.
+    DECODE_STATS.reset()
+    assert codes(decode_frames(video, [0, 40, 79, 119])) == [0, 40, 79, 119]
+    assert DECODE_STATS.frames_decoded == 18 < N_FRAMES
+    # Within a GOP the decoder goes forward instead of seeking back to the keyframe:
+    # seek to 0, decode 0..17 forward (18 frames), seek to keyframe 96, decode 96..101 (6 frames).
+    DECODE_STATS.reset()
+    wanted = [7, 8, 9, 15, 16, 17, 100, 101]
+    assert codes(decode_frames(video, wanted)) == wanted
+    assert (DECODE_STATS.frames_decoded, DECODE_STATS.seeks) == (24, 2)
+
+
+def test_decode_resizes(video: Path) -> None:
+    frames = decode_frames(video, [5, 77], size=(32, 48))
+    assert frames.shape == (2, 32, 48, 3)
+    assert codes(frames) == [5, 77]
+
+
+def test_decode_rejects_out_of_range(video: Path) -> None:
+    with pytest.raises(ValueError, match=r"\[0, 120\)"):
+        decode_frames(video, [0, 120])
+    with pytest.raises(ValueError, match=r"\[0, 120\)"):
+        decode_frames(video, [-1])
+
+
+def test_load_video(video: Path) -> None:
+    cfg = VideoSampling(fps=2.0, min_pixels=28 * 28, max_pixels=56 * 56)
+    sv = load_video(video, cfg)
+    expected = [0, 13, 26, 40, 53, 66, 79, 93, 106, 119]
+    assert sv.indices.tolist() == expected
+    assert sv.frames.shape == (10, 56, 56, 3)  # 64 rounds to 56, 56 * 56 = max_pixels
+    assert codes(sv.frames) == expected
+    np.testing.assert_allclose(sv.timestamps, np.array(expected) / 24.0)
+    assert sv.fps == pytest.approx(2.0)
+    assert sv.info.num_frames == N_FRAMES
+
+
+# ---------------------------------------------------------------- bad files
+
+
+def test_missing_file_names_path(tmp_path: Path) -> None:
+    path = tmp_path / "nope.mp4"
+    for fn in (lambda: probe(path), lambda: decode_frames(path, [0]), lambda: load_video(path, VideoSampling())):
+        with pytest.raises(VideoError, match="nope.mp4.*not found"):
+            fn()
+
+
+def test_garbage_file_names_path(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.mp4"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    with pytest.raises(VideoError, match="garbage.mp4"):
+        probe(path)
+    with pytest.raises(VideoError, match="garbage.mp4"):
+        decode_frames(path, [0])
+
+
+def test_truncated_file_names_path(video: Path, tmp_path: Path) -> None:
+    data = video.read_bytes()
+    # The index sits at the front (faststart): the file opens, claims 120 frames, but the data stops.
+    half = tmp_path / "half.mp4"
+    half.write_bytes(data[: len(data) // 2])
+    assert probe(half).num_frames == N_FRAMES
+    # Decoding runs into the packet cut in the middle.
+    for wanted in (np.arange(N_FRAMES), [119]):
+        with pytest.raises(VideoError, match=r"half.mp4: undecodable video data after frame \d+ of 120"):
+            decode_frames(half, wanted)
+    # Cut exactly between two packets: the stream just ends early.
+    with av.open(str(video)) as c:
+        cut = c.streams.video[0].index_entries[60].pos  # byte offset of the 61st packet (decode order)
+    short = tmp_path / "short.mp4"
+    short.write_bytes(data[:cut])
+    assert decode_frames(short, [0, 40]).shape[0] == 2  # the intact part still decodes
+    with pytest.raises(VideoError, match="short.mp4: fewer decodable frames than the container claims"):
+        decode_frames(short, [0, 119])
+    # Cut inside the header: not even a container.
+    head = tmp_path / "head.mp4"
+    head.write_bytes(data[:200])
+    with pytest.raises(VideoError, match="head.mp4"):
+        probe(head)
+
+
+def test_audio_only_file_has_no_video_stream(tmp_path: Path) -> None:
+    path = tmp_path / "tone.wav"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("pcm_s16le", rate=8000)
+        s.layout = "mono"
+        f = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        f.sample_rate, f.pts = 8000, 0
+        for p in list(s.encode(f)) + list(s.encode()):
+            c.mux(p)
+    with pytest.raises(VideoError, match="tone.wav.*no video stream"):
+        probe(path)
+
+
+# ---------------------------------------------------------------- prefetching
+
+
+def test_prefetcher_preserves_order() -> None:
+    rng = np.random.default_rng(0)
+    delays = rng.uniform(0, 0.01, size=30)
+
+    def load(i: int) -> int:
+        time.sleep(delays[i])  # workers finish out of order
+        return i * i
+
+    with Prefetcher(range(30), load, ahead=4, workers=3) as it:
+        assert list(it) == [i * i for i in range(30)]
+
+
+def test_prefetcher_propagates_exception_at_its_item() -> None:
+    def load(i: int) -> int:
+        if i == 2:
+            raise RuntimeError("bad item 2")
+        return i
+
+    with Prefetcher(range(5), load, ahead=3) as it:
+        assert next(it) == 0
+        assert next(it) == 1
+        with pytest.raises(RuntimeError, match="bad item 2"):
+            next(it)
+        assert list(it) == [3, 4]  # iteration may go on past a failed item
+
+
+def test_prefetcher_propagates_items_iterator_error() -> None:
+    def items():
+        yield 0
+        yield 1
+        raise KeyError("source broke")
+
+    with Prefetcher(items(), lambda i: i + 10, ahead=4) as it:
+        assert next(it) == 10
+        assert next(it) == 11
+        with pytest.raises(KeyError, match="source broke"):
+            next(it)
+
+
+def test_prefetcher_loads_ahead_but_bounded() -> None:
+    started: list[int] = []
+    lock = threading.Lock()
+
+    def load(i: int) -> int:
+        with lock:
+            started.append(i)
+        return i
+
+    with Prefetcher(range(100), load, ahead=2) as it:
+        assert next(it) == 0
+        deadline = time.time() + 5
+        while len(started) < 3 and time.time() < deadline:  # items 1 and 2 load in the background
+            time.sleep(0.005)
+        time.sleep(0.05)
+        assert sorted(started) == [0, 1, 2]  # ...and not further than `ahead`
+        assert next(it) == 1
+    assert len(started) <= 4  # closing stopped the rest
+
+
+def test_prefetcher_decodes_videos(video: Path) -> None:
+    work = [[0, 1], [40, 41], [118, 119]]
+    with Prefetcher(work, lambda idx: decode_frames(video, idx), ahead=2) as it:
+        assert [codes(f) for f in it] == work
