@@ -27,7 +27,7 @@ def _fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
-def _load(recipe: Path, overrides: list[str] | None) -> RecipeConfig:
+def _load(recipe: str | Path, overrides: list[str] | None) -> RecipeConfig:
     try:
         return load_recipe(recipe, overrides or [])
     except ConfigError as e:
@@ -54,16 +54,19 @@ STOP = typer.Option(None, "--stop-after", help="Stop after N more optimizer step
 
 
 @app.command()
-def train(recipe: Path, overrides: Optional[list[str]] = OVERRIDES, resume: bool = RESUME,
+def train(recipe: str = typer.Argument("quickstart", help="Recipe file or packaged recipe name."),
+          overrides: Optional[list[str]] = OVERRIDES, resume: bool = RESUME,
           stop_after: Optional[int] = STOP) -> None:
     """Run the recipe's stages (e.g. sft -> eval -> rl -> eval) and print the summary table."""
+    if "=" in recipe:  # `reelrl train rl.steps=5`: overrides of the default recipe
+        overrides, recipe = [recipe, *(overrides or [])], "quickstart"
     cfg = _load(recipe, overrides)
     console.print(f"[bold]reelrl[/] {cfg.name}: stages {' -> '.join(cfg.stages)}; run dir {cfg.run_dir()}")
     _run(cfg, resume, stop_after)
 
 
 @app.command()
-def sft(recipe: Path, overrides: Optional[list[str]] = OVERRIDES, resume: bool = RESUME,
+def sft(recipe: str, overrides: Optional[list[str]] = OVERRIDES, resume: bool = RESUME,
         stop_after: Optional[int] = STOP) -> None:
     """Only the CoT-SFT stage of a recipe."""
     cfg = _load(recipe, overrides)
@@ -72,7 +75,7 @@ def sft(recipe: Path, overrides: Optional[list[str]] = OVERRIDES, resume: bool =
 
 
 @app.command("eval")
-def eval_(recipe: Path, overrides: Optional[list[str]] = OVERRIDES,
+def eval_(recipe: str, overrides: Optional[list[str]] = OVERRIDES,
           model: Optional[str] = typer.Option(None, help="Model directory (default: the recipe's model.path).")) -> None:
     """Greedy evaluation of a model on the recipe's eval split."""
     cfg = _load(recipe, overrides)

@@ -277,11 +277,28 @@ def _format_validation(e: ValidationError, source: str) -> str:
     return f"invalid config {source}:\n" + "\n".join(lines)
 
 
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+def packaged_recipes() -> list[str]:
+    """Names of the recipes shipped with reelrl (``reelrl train NAME``)."""
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def resolve_recipe(name_or_path: str | Path) -> Path:
+    """A recipe file path, or the name of a packaged recipe (``quickstart``, ``video_r1`` ...)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = RECIPES_DIR / f"{path.stem}.yaml"
+    if path.suffix in ("", ".yaml") and packaged.is_file() and len(path.parts) <= 2:
+        return packaged
+    raise ConfigError(f"recipe not found: {name_or_path} (packaged recipes: {', '.join(packaged_recipes())})")
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
-    """Read a recipe YAML, apply dotted overrides, validate. Errors name the field."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"recipe not found: {path}")
+    """Read a recipe YAML (or packaged recipe name), apply dotted overrides, validate."""
+    path = resolve_recipe(path)
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

@@ -1,0 +1,13 @@
+"""Synthetic video gym: procedurally rendered videos whose answers are verifiable.
+
+- :mod:`reelrl.gym.render`   numpy drawing helpers and the colour palette.
+- :mod:`reelrl.gym.tasks`    :class:`GymSpec`, the :data:`TASKS` registry of task
+  families, :func:`chance_accuracy`.
+- :mod:`reelrl.gym.generate` :func:`generate_gym` / :func:`ensure_gym` write
+  ``{train,val,test}.jsonl`` + H.264 videos + ``gym.json``.
+"""
+
+from reelrl.gym.generate import ensure_gym, generate_gym, make_sample
+from reelrl.gym.tasks import TASKS, GymSpec, Sample, chance_accuracy
+
+__all__ = ["TASKS", "GymSpec", "Sample", "chance_accuracy", "ensure_gym", "generate_gym", "make_sample"]

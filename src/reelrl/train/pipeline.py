@@ -58,9 +58,17 @@ def prepare_data(cfg: RecipeConfig) -> None:
     """Generate the synthetic gym when the recipe asks for it and its files are missing."""
     gym = cfg.data.gym
     if gym.enabled:
+        from pydantic import ValidationError
+
+        from reelrl.config import ConfigError
         from reelrl.gym import GymSpec, ensure_gym
 
-        ensure_gym(gym.dir, GymSpec(**gym.spec), gym.n_train, gym.n_val, gym.n_test)
+        try:
+            spec = GymSpec(**gym.spec)
+        except ValidationError as e:
+            errs = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'spec'}: {x['msg']}" for x in e.errors())
+            raise ConfigError(f"data.gym.spec: {errs}") from None
+        ensure_gym(gym.dir, spec, gym.n_train, gym.n_val, gym.n_test)
 
 
 def prepare_model(cfg: RecipeConfig) -> None:

@@ -105,7 +105,7 @@ class SFTTrainer:
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"SFT step {self.step_idx}: non-finite loss {float(loss)}")
                 loss.backward()
-                total += float(loss)
+                total += float(loss.detach())
             norm = clip_and_norm(self.params, self.sft.optim.grad_clip)
             self.opt.step()
             self.sched.step()

@@ -1,0 +1,177 @@
+"""Write a synthetic video gym to disk: JSONL splits, H.264 videos and a manifest.
+
+Layout of ``out_dir``::
+
+    gym.json                      spec, counts, per-family chance accuracy, seeds
+    train.jsonl val.jsonl test.jsonl
+    videos/{split}/{family}_{index:06d}.mp4
+
+Seeds: sample ``i`` of split ``s`` (0 train, 1 val, 2 test) draws from
+``np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=(s, i)))``
+-- the same stream ``SeedSequence(spec.seed).spawn(3)[s].spawn(...)[i]``
+would give -- so splits never share a stream and every sample can be made
+alone, in any order, by any worker. Families are interleaved round-robin
+(sample ``i`` is family ``families[i % len(families)]``). The same spec gives
+byte-identical JSONL files and videos that decode to identical frames.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from reelrl.data.schema import VideoRow, write_jsonl
+from reelrl.gym.tasks import TASKS, GymSpec, Sample, chance_accuracy
+from reelrl.video.decode import write_video
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+MANIFEST = "gym.json"
+GYM_FORMAT = 1
+"""Bumped when the on-disk layout or the generators change meaning (forces ``ensure_gym`` to rebuild)."""
+
+
+def sample_rng(spec: GymSpec, split: str, index: int) -> np.random.Generator:
+    """The random stream of sample ``index`` of ``split`` (disjoint across splits and indices)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    seq = np.random.SeedSequence(spec.seed, spawn_key=(SPLITS.index(split), index))
+    return np.random.default_rng(seq)
+
+
+def make_sample(spec: GymSpec, split: str, index: int) -> tuple[str, Sample]:
+    """Family name and :class:`Sample` of sample ``index`` of ``split`` (pure, no disk I/O)."""
+    family = spec.families[index % len(spec.families)]
+    return family, TASKS.get(family)(sample_rng(spec, split, index), spec)
+
+
+def sample_row(spec: GymSpec, split: str, index: int, family: str, sample: Sample, video: str) -> VideoRow:
+    """The :class:`VideoRow` of one sample whose video is written at ``video`` (relative path)."""
+    return VideoRow(
+        id=f"{split}-{family}-{index:06d}",
+        video=video,
+        question=sample.question,
+        options=sample.options,
+        answer=sample.answer,
+        problem_type=sample.problem_type,  # type: ignore[arg-type]
+        task=family,
+        reasoning=sample.reasoning,
+        time_span=sample.time_span,
+        difficulty=round(sample.difficulty, 4),
+        meta={"seed": spec.seed, "spawn_key": [SPLITS.index(split), index], "fps": sample.fps,
+              "frames": int(sample.frames.shape[0]), **sample.meta},
+    )
+
+
+def _write_one(args: tuple[str, GymSpec, str, int]) -> dict[str, Any]:
+    """Worker: render sample ``index`` of ``split``, write its video, return its row as a dict."""
+    out_dir, spec, split, index = args
+    family, sample = make_sample(spec, split, index)
+    rel = f"videos/{split}/{family}_{index:06d}.mp4"
+    write_video(Path(out_dir) / rel, sample.frames, sample.fps)  # frames [T, H, W, 3]
+    return sample_row(spec, split, index, family, sample, rel).model_dump()
+
+
+def _run(jobs: list[tuple[str, GymSpec, str, int]], workers: int) -> Iterator[dict[str, Any]]:
+    """Yield rows of ``jobs`` in job order, in this process or a pool of ``workers``."""
+    if workers <= 1:
+        yield from map(_write_one, jobs)
+        return
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        yield from pool.map(_write_one, jobs, chunksize=8)
+
+
+def manifest(spec: GymSpec, counts: dict[str, int]) -> dict[str, Any]:
+    """The content of ``gym.json``."""
+    return {
+        "format": GYM_FORMAT,
+        "spec": spec.model_dump(mode="json"),
+        "counts": counts,
+        "families_per_split": {
+            s: {f: len(range(i, n, len(spec.families))) for i, f in enumerate(spec.families)}
+            for s, n in counts.items()
+        },
+        "chance_accuracy": {f: chance_accuracy(f, spec) for f in spec.families},
+        "seeds": {s: {"entropy": spec.seed, "spawn_key_prefix": [k]} for k, s in enumerate(SPLITS)},
+        "video_path": "videos/{split}/{family}_{index:06d}.mp4",
+    }
+
+
+def generate_gym(
+    out_dir: str | Path,
+    spec: GymSpec,
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    *,
+    workers: int = 1,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Generate the gym into ``out_dir`` (see module docstring); returns the manifest.
+
+    Existing ``{split}.jsonl`` files and ``videos/{split}`` folders in ``out_dir``
+    are replaced; nothing else there is touched. ``workers > 1`` renders and
+    encodes in a process pool; the output does not depend on it.
+    """
+    counts = {"train": n_train, "val": n_val, "test": n_test}
+    for s, n in counts.items():
+        if n < 0:
+            raise ValueError(f"generate_gym: n_{s} must be >= 0, got {n}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST).unlink(missing_ok=True)  # an interrupted run leaves no valid manifest
+    jobs = [(str(out), spec, s, i) for s in SPLITS for i in range(counts[s])]
+    rows: dict[str, list[VideoRow]] = {s: [] for s in SPLITS}
+    for s in SPLITS:
+        shutil.rmtree(out / "videos" / s, ignore_errors=True)
+        (out / f"{s}.jsonl").unlink(missing_ok=True)
+    it = _run(jobs, workers)
+    if progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        with Progress(TextColumn("gym"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
+            task = bar.add_task("videos", total=len(jobs))
+            for job, row in zip(jobs, it):
+                rows[job[2]].append(VideoRow.model_validate(row))
+                bar.advance(task)
+    else:
+        for job, row in zip(jobs, it):
+            rows[job[2]].append(VideoRow.model_validate(row))
+    for s in SPLITS:
+        if counts[s]:
+            write_jsonl(rows[s], out / f"{s}.jsonl")
+    info = manifest(spec, counts)
+    (out / MANIFEST).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return info
+
+
+def ensure_gym(
+    out_dir: str | Path,
+    spec: GymSpec,
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    *,
+    workers: int = 1,
+    progress: bool = True,
+) -> Path:
+    """Generate the gym unless ``out_dir/gym.json`` already describes this spec and these counts.
+
+    Returns ``out_dir``. A manifest from another spec, other counts, another
+    :data:`GYM_FORMAT`, or a missing split file triggers a full regeneration.
+    """
+    out = Path(out_dir)
+    wanted = manifest(spec, {"train": n_train, "val": n_val, "test": n_test})
+    path = out / MANIFEST
+    try:
+        have = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        have = None
+    splits_ok = all((out / f"{s}.jsonl").is_file() for s, n in wanted["counts"].items() if n)
+    if have != json.loads(json.dumps(wanted)) or not splits_ok:
+        generate_gym(out, spec, n_train, n_val, n_test, workers=workers, progress=progress)
+    return out
