@@ -1,0 +1,130 @@
+"""Rollout and log-prob equivalences: forked KV cache vs per-sequence, cached vision vs recomputed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from reelrl.data.schema import load_jsonl
+from reelrl.models.load import load_model_and_processor
+from reelrl.models.vlm import VLM, token_logprobs
+from reelrl.rollout.hf import SamplingParams, _filter_top_p, generate_group, make_generators
+from reelrl.train.prompts import PromptEncoder
+from reelrl.video.sample import VideoSampling
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_gym, tiny_model_dir):
+    model, processor = load_model_and_processor(tiny_model_dir)
+    vlm = VLM(model)
+    enc = PromptEncoder(processor, VideoSampling(nframes=16, min_pixels=3136, max_pixels=3136), "{question}")
+    rows = load_jsonl(tiny_gym / "train.jsonl")
+    return vlm, processor, enc, rows
+
+
+def _params(processor, **kw) -> SamplingParams:
+    tok = processor.tokenizer
+    return SamplingParams(eos_ids=(tok.eos_token_id,), pad_id=tok.pad_token_id, **kw)
+
+
+def test_greedy_group_equals_per_sequence_and_hf_generate(setup):
+    vlm, processor, enc, rows = setup
+    prompt = enc.encode(rows[0])
+    params = _params(processor, max_new_tokens=12, temperature=0.0)
+    group = generate_group(vlm, prompt, 4, params)
+    single = generate_group(vlm, prompt, 1, params)
+    for i in range(4):  # every forked sequence equals the unforked greedy one
+        assert torch.equal(group.tokens[i, : group.lengths[i]], single.tokens[0, : single.lengths[0]])
+    # and transformers' own generate (full prompt, pixels, its own position ids) agrees token for token
+    inputs = {"input_ids": prompt.input_ids, "attention_mask": torch.ones_like(prompt.input_ids),
+              "mm_token_type_ids": prompt.mm_token_type_ids, **prompt.vision_inputs}
+    ref = vlm.model.generate(**inputs, max_new_tokens=12, do_sample=False, eos_token_id=params.eos_ids[0],
+                             pad_token_id=params.pad_id)
+    ref_new = ref[0, prompt.length :]
+    n = int(single.lengths[0])
+    assert torch.equal(single.tokens[0, :n], ref_new[:n])
+
+
+def test_sampled_group_equals_per_sequence_with_same_generators(setup):
+    vlm, processor, enc, rows = setup
+    prompt = enc.encode(rows[1])
+    params = _params(processor, max_new_tokens=10, temperature=1.0, top_p=0.9)
+    group = generate_group(vlm, prompt, 5, params, make_generators(123, 5))
+    for i, gen in enumerate(make_generators(123, 5)):
+        one = generate_group(vlm, prompt, 1, params, [gen])
+        n = int(group.lengths[i])
+        assert int(one.lengths[0]) == n
+        assert torch.equal(group.tokens[i, :n], one.tokens[0, :n])
+    # different generators give different samples (the test above could otherwise pass trivially)
+    other = generate_group(vlm, prompt, 5, params, make_generators(124, 5))
+    assert not torch.equal(other.tokens, group.tokens)
+
+
+def test_stop_sequence_ends_completion_and_mask(setup):
+    vlm, processor, enc, rows = setup
+    prompt = enc.encode(rows[2])
+    free = generate_group(vlm, prompt, 1, _params(processor, max_new_tokens=8, temperature=0.0))
+    assert int(free.lengths[0]) == 8 and bool(free.truncated[0])
+    stop = tuple(free.tokens[0, 2:4].tolist())  # the greedy 3rd and 4th tokens as a stop sequence
+    cut = generate_group(vlm, prompt, 2, _params(processor, max_new_tokens=8, temperature=0.0, stop_seqs=(stop,)))
+    seq = free.tokens[0].tolist()
+    expected = next(k for k in range(2, 9) if tuple(seq[k - 2 : k]) == stop)  # first place the stop completes
+    assert cut.lengths.tolist() == [expected, expected]
+    assert cut.mask.tolist() == [[1.0] * expected] * 2
+    assert cut.tokens[0, :expected].tolist() == seq[:expected]
+    assert not bool(cut.truncated.any())
+
+
+def test_top_p_keeps_smallest_nucleus():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    out = _filter_top_p(probs, 0.75)
+    assert torch.allclose(out, torch.tensor([[0.625, 0.375, 0.0, 0.0]]))
+
+
+def test_cached_vision_and_shared_prefix_logprobs_equal_recomputed(setup):
+    vlm, processor, enc, rows = setup
+    prompt = enc.encode(rows[3])
+    gens = make_generators(0, 3)
+    ro = generate_group(vlm, prompt, 3, _params(processor, max_new_tokens=7, temperature=1.0), gens)
+    with torch.no_grad():
+        vision = vlm.encode_vision(prompt)
+        fast = token_logprobs(vlm.completion_logits(prompt, ro.tokens, vision, share_prefix=True), ro.tokens)
+        naive = token_logprobs(vlm.completion_logits(prompt, ro.tokens, None, share_prefix=False), ro.tokens)
+        mixed = token_logprobs(vlm.completion_logits(prompt, ro.tokens, vision, share_prefix=False), ro.tokens)
+    assert fast.shape == ro.tokens.shape
+    assert torch.allclose(fast, naive, atol=1e-5)
+    assert torch.allclose(mixed, naive, atol=1e-5)
+
+
+def test_gradients_through_shared_prefix_equal_full_forward(setup):
+    vlm, processor, enc, rows = setup
+    prompt = enc.encode(rows[4])
+    ro = generate_group(vlm, prompt, 3, _params(processor, max_new_tokens=5, temperature=1.0), make_generators(5, 3))
+    grads = []
+    for share in (True, False):
+        vlm.model.zero_grad()
+        vision = vlm.encode_vision(prompt)  # with gradient: the vision tower trains here
+        logp = token_logprobs(vlm.completion_logits(prompt, ro.tokens, vision, share_prefix=share), ro.tokens)
+        (logp * ro.mask).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in vlm.model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    assert any("visual" in n for n in grads[0])  # the vision tower received gradient through the cache
+    for n in grads[0]:
+        assert torch.allclose(grads[0][n], grads[1][n], atol=1e-5, rtol=1e-4), n
+    vlm.model.zero_grad()
+
+
+def test_temporal_rope_input_reaches_every_pass(setup):
+    vlm, processor, enc, rows = setup
+    prompt = enc.encode(rows[5])
+    tokens = torch.tensor([[5, 6, 7]])
+    with torch.no_grad():
+        base = vlm.completion_logits(prompt, tokens)
+        slow = type(prompt)(key="slow", input_ids=prompt.input_ids, mm_token_type_ids=prompt.mm_token_type_ids,
+                            vision_inputs={**prompt.vision_inputs,
+                                           "second_per_grid_ts": prompt.vision_inputs["second_per_grid_ts"] * 4})
+        changed = vlm.completion_logits(slow, tokens)
+    pos_a, _ = vlm.positions(prompt)
+    pos_b, _ = vlm.positions(slow)
+    assert not torch.equal(pos_a[0], pos_b[0])  # temporal positions follow second_per_grid_ts
+    assert not torch.allclose(base, changed)
