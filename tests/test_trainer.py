@@ -81,7 +81,8 @@ def test_end_to_end_training_reward_rises(recipe_dict, tmp_path):
 
 def _sft_setup(recipe_dict, tmp_path, micro):
     cfg = config_from_dict(dict(recipe_dict, stages=["sft"],
-                                sft=dict(recipe_dict["sft"], batch_size=4, micro_batch_size=micro)))
+                                sft=dict(recipe_dict["sft"], batch_size=4, micro_batch_size=micro,
+                                         epochs=12, optim={"lr": 1e-3, "schedule": "constant"})))
     model, processor = load_model_and_processor(recipe_dict["model"]["path"])
     enc = PromptEncoder(processor, cfg.video, cfg.prompt.template)
     rows = load_jsonl(recipe_dict["data"]["train"])[:4]
