@@ -138,7 +138,7 @@ def import_video_r1(src: Path, video_root: Path, out: Path) -> None:
 
 
 def main() -> None:  # pragma: no cover
-    app(sys.argv[1:])
+    app()
 
 
 if __name__ == "__main__":  # pragma: no cover

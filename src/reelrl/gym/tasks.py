@@ -105,6 +105,12 @@ class GymSpec(BaseModel):
         "numerical", description="Answer type of the 'count' family."
     )
     n_options: int = Field(4, ge=2, le=len(COLOR_NAMES), description="Options per choice question.")
+    option_order: Literal["shuffled", "canonical"] = Field(
+        "shuffled",
+        description="'shuffled': the answer's letter is uniform; 'canonical': options listed in a fixed order "
+        "(palette order for colours, left/right/up/down, ascending counts), so a letter keeps its meaning "
+        "across questions (an easier reading task; guessing chance is unchanged).",
+    )
     seed: int = Field(0, ge=0, description="Root seed; splits and samples derive disjoint streams from it.")
 
     @field_validator("height", "width")
@@ -234,7 +240,22 @@ def fmt_s(frame: int, fps: float) -> str:
     return f"{secs(frame, fps):g}s"
 
 
-def place_answer(rng: np.random.Generator, answer: str, others: list[str], n: int) -> tuple[list[str], str]:
+def _canonical_key(option: str) -> tuple[int, float]:
+    """Sort key of the canonical option order: counts ascending, directions, then palette colours."""
+    try:
+        return (0, float(option))
+    except ValueError:
+        pass
+    if option in DIRECTIONS:
+        return (1, DIRECTIONS.index(option))
+    if option in COLOR_NAMES:
+        return (2, COLOR_NAMES.index(option))
+    return (3, 0.0)
+
+
+def place_answer(
+    rng: np.random.Generator, answer: str, others: list[str], n: int, canonical: bool = False
+) -> tuple[list[str], str]:
     """Options of length ``n``: ``answer`` at a uniform position, the first ``n-1`` of ``others`` shuffled.
 
     Returns ``(options, letter)``. ``others`` is taken in its given priority
@@ -245,6 +266,9 @@ def place_answer(rng: np.random.Generator, answer: str, others: list[str], n: in
     rest = [others[i] for i in rng.permutation(n - 1)]
     pos = int(rng.integers(n))
     options = rest[:pos] + [answer] + rest[pos:]
+    if canonical:
+        options = sorted(options, key=_canonical_key)
+        pos = options.index(answer)
     return options, LETTERS[pos]
 
 
@@ -326,7 +350,7 @@ def count_task(rng: np.random.Generator, spec: GymSpec) -> Sample:
     if spec.count_mode == "numerical":
         return Sample(frames, spec.fps, question, None, str(k), "numerical", reasoning, span, d, meta)
     others = [str(v) for v in rng.permutation(np.arange(lo, hi + 1)) if v != k]
-    options, letter = place_answer(rng, str(k), others, spec.n_options)
+    options, letter = place_answer(rng, str(k), others, spec.n_options, spec.option_order == "canonical")
     return Sample(frames, spec.fps, question, options, letter, "multiple_choice", reasoning, span, d, meta)
 
 
@@ -358,7 +382,7 @@ def order_task(rng: np.random.Generator, spec: GymSpec) -> Sample:
     answer = colors[idx]
     others = [c for c in colors if c != answer]
     others = [others[i] for i in rng.permutation(len(others))] + distractor_colors(rng, colors)
-    options, letter = place_answer(rng, answer, others, spec.n_options)
+    options, letter = place_answer(rng, answer, others, spec.n_options, spec.option_order == "canonical")
     reasoning = ", ".join(f"{c} {fmt_s(o, fps)}" for c, o in zip(colors, onsets_l)) + f". {answer} {which}."
     span = (secs(onsets_l[idx], fps), secs(onsets_l[idx] + durs[idx], fps))
     meta = {"colors": colors, "onsets": onsets_l, "durations": durs, "shapes": shapes,
@@ -424,7 +448,7 @@ def direction_task(rng: np.random.Generator, spec: GymSpec) -> Sample:
         draw_disc(frames[t], _lerp_box(p0, p1, t, T), color)
     n = min(spec.n_options, len(DIRECTIONS))
     others = [x for x in DIRECTIONS if x != direction]
-    options, letter = place_answer(rng, direction, [others[i] for i in rng.permutation(3)], n)
+    options, letter = place_answer(rng, direction, [others[i] for i in rng.permutation(3)], n, spec.option_order == "canonical")
     c0 = (p0[1] + size // 2, p0[0] + size // 2)
     c1 = (p1[1] + size // 2, p1[0] + size // 2)
     reasoning = (f"{color} ball at x={c0[0]},y={c0[1]} at 0s, x={c1[0]},y={c1[1]} at {fmt_s(T - 1, fps)}. "
@@ -465,7 +489,7 @@ def color_change_task(rng: np.random.Generator, spec: GymSpec) -> Sample:
     answer, trap = (a, b) if before else (b, a)
     traps = [trap] + ([c] if with_distractor else [])
     others = traps + distractor_colors(rng, [a, b] + traps)
-    options, letter = place_answer(rng, answer, others, spec.n_options)
+    options, letter = place_answer(rng, answer, others, spec.n_options, spec.option_order == "canonical")
     question = "What colour is the square before it changes?" if before else "What colour does the square turn into?"
     reasoning = (f"square {a} until {fmt_s(change - 1, fps)}. {b} from {fmt_s(change, fps)}. "
                  + (f"was {a}." if before else f"turns {b}."))

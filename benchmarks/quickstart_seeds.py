@@ -1,0 +1,103 @@
+"""Run the quickstart recipe with 3 seeds and print chance / SFT-only / SFT+GRPO held-out accuracy.
+
+    python benchmarks/quickstart_seeds.py [--seeds 0 1 2] [--jobs 2] [key=value ...]
+
+Each seed is a full `reelrl train quickstart seed=S` run (SFT -> eval -> GRPO ->
+eval) in runs/quickstart-seeds/seed<S>. The gym and the tiny checkpoint are
+shared and built once. The verdict compares the mean gain of SFT+GRPO over
+SFT-only with the seed spread (max - min across seeds) of each arm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+
+def run_seed(seed: int, out: Path, overrides: list[str], threads: int) -> tuple[int, float, int]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    cmd = [sys.executable, "-m", "reelrl.cli", "train", "quickstart", f"seed={seed}",
+           f"output_dir={out}/seed{seed}", "logging.progress=false", *overrides]
+    t0 = time.time()
+    log = open(out / f"seed{seed}.log", "w")
+    rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    return seed, time.time() - t0, rc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--jobs", type=int, default=2, help="seeds run in parallel (each with cores/jobs threads)")
+    ap.add_argument("--out", type=Path, default=Path("runs/quickstart-seeds"))
+    ap.add_argument("overrides", nargs="*", help="recipe overrides passed to every seed")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    from reelrl.config import load_recipe
+    from reelrl.train.pipeline import prepare_data, prepare_model
+
+    cfg = load_recipe("quickstart", args.overrides)
+    prepare_data(cfg)  # shared by every seed: build once, before the parallel runs
+    prepare_model(cfg)
+
+    threads = max(1, (os.cpu_count() or 2) // args.jobs)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        done = list(pool.map(lambda s: run_seed(s, args.out, args.overrides, threads), args.seeds))
+    failed = [s for s, _, rc in done if rc != 0]
+    if failed:
+        sys.exit(f"seeds {failed} failed; see {args.out}/seed<S>.log")
+
+    summaries = {s: json.loads((args.out / f"seed{s}" / "summary.json").read_text()) for s in args.seeds}
+    arms: dict[str, dict[str, list[float]]] = {}
+    for s in args.seeds:
+        for row in summaries[s]["rows"]:
+            arm = arms.setdefault(row["model"], {"accuracy": [], "mean_reward": []})
+            arm["accuracy"].append(row["accuracy"])
+            if row["mean_reward"] is not None:
+                arm["mean_reward"].append(row["mean_reward"])
+
+    def fmt(xs: list[float]) -> str:
+        if not xs:
+            return "-"
+        sd = statistics.stdev(xs) if len(xs) > 1 else 0.0
+        return f"{statistics.mean(xs):.3f} ± {sd:.3f}"
+
+    table = Table(title=f"quickstart, held-out test accuracy over seeds {args.seeds}")
+    table.add_column("model")
+    for s in args.seeds:
+        table.add_column(f"seed {s}", justify="right")
+    table.add_column("mean ± sd", justify="right")
+    table.add_column("range", justify="right")
+    table.add_column("mean reward", justify="right")
+    for name, v in arms.items():
+        acc = v["accuracy"]
+        table.add_row(name, *[f"{a:.3f}" for a in acc], fmt(acc), f"{max(acc) - min(acc):.3f}", fmt(v["mean_reward"]))
+    console = Console()
+    console.print(table)
+
+    sft, grpo = arms.get("SFT", {}).get("accuracy"), arms.get("SFT+GRPO", {}).get("accuracy")
+    result = {"seeds": args.seeds, "arms": arms, "wall_s": {s: t for s, t, _ in done}}
+    if sft and grpo:
+        gains = [g - f for f, g in zip(sft, grpo)]
+        spread = max(max(sft) - min(sft), max(grpo) - min(grpo))
+        ok = statistics.mean(gains) > spread and min(gains) > 0
+        result.update(gains=gains, spread=spread, grpo_beats_sft_beyond_spread=ok)
+        console.print(f"gain of SFT+GRPO over SFT per seed: {', '.join(f'{g:+.3f}' for g in gains)}; "
+                      f"mean {statistics.mean(gains):+.3f} vs seed spread {spread:.3f} -> "
+                      f"{'[green]beyond the spread' if ok else '[red]NOT beyond the spread'}")
+    console.print("wall time per seed: " + ", ".join(f"seed {s}: {t / 60:.1f} min" for s, t, _ in done))
+    (args.out / "quickstart_seeds.json").write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
