@@ -79,10 +79,10 @@ def test_end_to_end_training_reward_rises(recipe_dict, tmp_path):
     assert last > first + 0.1, rewards
 
 
-def _sft_setup(recipe_dict, tmp_path, micro):
+def _sft_setup(recipe_dict, tmp_path, micro, lr=1e-3):
     cfg = config_from_dict(dict(recipe_dict, stages=["sft"],
                                 sft=dict(recipe_dict["sft"], batch_size=4, micro_batch_size=micro,
-                                         epochs=12, optim={"lr": 1e-3, "schedule": "constant"})))
+                                         epochs=16, optim={"lr": lr, "schedule": "constant"})))
     model, processor = load_model_and_processor(recipe_dict["model"]["path"])
     enc = PromptEncoder(processor, cfg.video, cfg.prompt.template)
     rows = load_jsonl(recipe_dict["data"]["train"])[:4]
@@ -90,14 +90,6 @@ def _sft_setup(recipe_dict, tmp_path, micro):
 
 
 def test_sft_accumulation_invariance_and_learning(recipe_dict, tmp_path):
-    grads = []
-    for micro in (4, 1):
-        trainer, model = _sft_setup(recipe_dict, tmp_path, micro)
-        trainer.opt.step = lambda: None  # keep weights fixed: compare the accumulated gradients only
-        trainer.train_step()
-        grads.append({n: p.grad.clone() if p.grad is not None else None for n, p in model.named_parameters()})
-        trainer.opt.zero_grad()
-    # train_step zeroes grads after stepping; recompute explicitly instead
     trainer, model = _sft_setup(recipe_dict, tmp_path, 4)
     ex = [trainer._example(i) for i in range(4)]
     tokens = float(sum(int((e["labels"][:, 1:] != -100).sum()) for e in ex))
@@ -119,8 +111,8 @@ def test_sft_accumulation_invariance_and_learning(recipe_dict, tmp_path):
     for n in g4:
         assert torch.allclose(g4[n], g1[n], atol=1e-5, rtol=1e-4), n
     # learning: overfitting four rows lowers the loss a lot
-    trainer, _ = _sft_setup(recipe_dict, tmp_path, 2)
-    losses = [trainer.train_step()["sft/loss"] for _ in range(12)]
+    trainer, _ = _sft_setup(recipe_dict, tmp_path, 2, lr=5e-3)
+    losses = [trainer.train_step()["sft/loss"] for _ in range(16)]
     assert losses[-1] < 0.6 * losses[0], losses
 
 
