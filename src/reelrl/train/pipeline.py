@@ -218,7 +218,7 @@ class Pipeline:
     def chance(self) -> dict[str, float] | None:
         gym_json = Path(self.cfg.data.gym.dir) / "gym.json"
         if self.cfg.data.gym.enabled and gym_json.is_file():
-            return json.loads(gym_json.read_text()).get("chance")
+            return json.loads(gym_json.read_text()).get("chance_accuracy")
         return None
 
     def summarize(self, results: list[dict]) -> dict:
