@@ -110,17 +110,11 @@ def gym(
 def tiny(out: Path, gym_dir: Optional[Path] = typer.Option(None, help="Train the tokenizer on this gym's text."),
          seed: int = typer.Option(0)) -> None:
     """Build the tiny Qwen2.5-VL checkpoint (random init, locally trained tokenizer)."""
-    from reelrl.data.schema import load_jsonl
-    from reelrl.models.tiny import build_tiny, default_corpus
+    from reelrl.models.tiny import build_tiny
+    from reelrl.train.pipeline import tokenizer_corpus
 
-    texts = list(default_corpus())
-    if gym_dir is not None:
-        for split in ("train", "val", "test"):
-            p = gym_dir / f"{split}.jsonl"
-            if p.is_file():
-                for r in load_jsonl(p, check_videos=False):
-                    texts += [r.prompt_text(), r.reasoning or "", f"<answer>{r.answer}</answer>"]
-    path = build_tiny(out, texts, seed=seed)
+    paths = [gym_dir / f"{split}.jsonl" for split in ("train", "val", "test")] if gym_dir is not None else []
+    path = build_tiny(out, tokenizer_corpus(paths), seed=seed)
     console.print(f"tiny checkpoint written to {path}")
 
 

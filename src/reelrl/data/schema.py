@@ -26,19 +26,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-PROBLEM_TYPES = (
-    "multiple_choice",
-    "multi_choice",
-    "numerical",
-    "regression",
-    "ocr",
-    "free_form",
-    "temporal_grounding",
-)
 ProblemType = Literal[
     "multiple_choice",
     "multi_choice",
@@ -48,6 +39,7 @@ ProblemType = Literal[
     "free_form",
     "temporal_grounding",
 ]
+PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 

@@ -76,19 +76,27 @@ def prepare_model(cfg: RecipeConfig) -> None:
     path = Path(cfg.model.path)
     if path.exists() or not cfg.model.build_tiny_if_missing:
         return
-    from reelrl.models.tiny import build_tiny, default_corpus
+    from reelrl.models.tiny import build_tiny
 
-    texts = list(default_corpus())
-    texts.append(cfg.prompt.template)
+    paths = []
     for split in ("train", "val", "test"):
         try:
-            p = cfg.split_path(split)
+            paths.append(cfg.split_path(split))
         except ValueError:
             continue
+    build_tiny(path, tokenizer_corpus(paths, extra=[cfg.prompt.template]), **cfg.model.tiny)
+
+
+def tokenizer_corpus(jsonl_paths: list[Path], extra: list[str] = ()) -> list[str]:
+    """Texts to train the tiny tokenizer on: the generic corpus plus the rows' prompts, traces and answers."""
+    from reelrl.models.tiny import default_corpus
+
+    texts = [*default_corpus(), *extra]
+    for p in jsonl_paths:
         if p.is_file():
             for r in load_jsonl(p, check_videos=False):
                 texts += [r.prompt_text(), r.reasoning or "", f"<answer>{r.answer}</answer>"]
-    build_tiny(path, texts, **cfg.model.tiny)
+    return texts
 
 
 def load_rows(cfg: RecipeConfig, split: str) -> list[VideoRow]:
