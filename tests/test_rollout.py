@@ -128,3 +128,55 @@ def test_temporal_rope_input_reaches_every_pass(setup):
     pos_b, _ = vlm.positions(slow)
     assert not torch.equal(pos_a[0], pos_b[0])  # temporal positions follow second_per_grid_ts
     assert not torch.allclose(base, changed)
+
+
+def test_naive_rollout_without_shared_prefix_gives_same_tokens(setup):
+    vlm, processor, enc, rows = setup
+    prompt = enc.encode(rows[6])
+    greedy = _params(processor, max_new_tokens=8, temperature=0.0)
+    fork = generate_group(vlm, prompt, 3, greedy)
+    calls = []
+    real = vlm.core.get_video_features
+    vlm.core.get_video_features = lambda pv, grid, **kw: calls.append(int(grid.shape[0])) or real(pv, grid, **kw)
+    try:
+        naive = generate_group(vlm, prompt, 3, greedy, share_prefix=False)  # video re-encoded for each copy
+    finally:
+        del vlm.core.get_video_features
+    assert calls == [3]  # one vision call over 3 copies of the video
+    assert torch.equal(naive.tokens, fork.tokens) and torch.equal(naive.lengths, fork.lengths)
+    params = _params(processor, max_new_tokens=8, temperature=1.0)
+    a = generate_group(vlm, prompt, 4, params, make_generators(9, 4))
+    b = generate_group(vlm, prompt, 4, params, make_generators(9, 4), share_prefix=False)
+    assert torch.equal(a.tokens, b.tokens)
+
+
+def test_suppressed_ids_are_never_sampled(setup):
+    vlm, processor, enc, rows = setup
+    prompt = enc.encode(rows[7])
+    free = generate_group(vlm, prompt, 2, _params(processor, max_new_tokens=6, temperature=0.0))
+    banned = tuple(sorted(set(free.tokens[0].tolist())))  # every token the greedy completion used
+    out = generate_group(vlm, prompt, 4, _params(processor, max_new_tokens=6, temperature=1.0, suppress_ids=banned),
+                         make_generators(3, 4))
+    assert not torch.isin(out.tokens[out.mask.bool()], torch.tensor(banned)).any()
+    from reelrl.train.rl import _vision_token_ids
+
+    assert vlm.model.config.video_token_id in _vision_token_ids(vlm)
+
+
+def test_suppression_samples_the_masked_distribution_and_keeps_other_draws():
+    from reelrl.rollout.hf import sample_next
+
+    probs = torch.tensor([0.1, 0.4, 0.2, 0.3])  # token 1 is banned -> masked distribution [1/6, 0, 1/3, 1/2]
+    logits = probs.log().expand(20000, -1)  # [N, 4]
+    plain, banned = SamplingParams(), SamplingParams(suppress_ids=(1,))
+    torch.manual_seed(0)
+    free = sample_next(logits, plain, None)  # [N]
+    torch.manual_seed(0)
+    masked = sample_next(logits, banned, None)  # [N]
+    assert not bool((masked == 1).any())
+    freq = torch.bincount(masked, minlength=4).float() / len(masked)
+    assert torch.allclose(freq, torch.tensor([1 / 6, 0.0, 1 / 3, 1 / 2]), atol=0.015), freq
+    kept = free != 1
+    assert torch.equal(masked[kept], free[kept])  # rows that drew an allowed token drew the same one
+    greedy = sample_next(logits[:2], SamplingParams(temperature=0.0, suppress_ids=(1,)), None)
+    assert greedy.tolist() == [3, 3]

@@ -126,6 +126,55 @@ class SFTConfig(_Strict):
     )
 
 
+class ComponentSpec(_Strict):
+    """A registered component (by name) and its keyword arguments."""
+
+    name: str = Field(description="Registered name.")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the component.")
+
+
+class RowSourceConfig(ComponentSpec):
+    """Which rows each RL step sees: a factory of reelrl.data.curriculum.ROW_SOURCES.
+
+    ``uniform`` (seeded epoch permutations; honours ``data.shuffle``),
+    ``difficulty_curriculum`` (VideoTG-R1; needs ``kwargs.total_steps``),
+    ``staged`` (VideoHallu; ``kwargs.stages``), ``filter_all_correct`` (VerIPO,
+    row level). Its state is saved in every checkpoint.
+    """
+
+    name: str = Field("uniform", description="Registered row source (reelrl.data.curriculum.ROW_SOURCES).")
+
+
+class GroupFilterConfig(ComponentSpec):
+    """Drops groups after scoring (reelrl.algos.GROUP_FILTERS): dynamic_sampling (DAPO), drop_all_correct (VerIPO)."""
+
+    max_refills: int = Field(
+        0,
+        ge=0,
+        description="Extra generation batches per step to replace dropped groups (DAPO samples until the batch is "
+        "full, at most max_num_gen_batches batches; this is that cap minus 1). 0: train on the kept groups only.",
+    )
+
+
+class TemporalConfig(_Strict):
+    """T-GRPO (Video-R1): extra completions on a frame-shuffled copy of each video and a temporal bonus."""
+
+    shuffled: int | None = Field(
+        None, ge=1, description="Completions per prompt on the shuffled video; null = group_size // 2 (Video-R1)."
+    )
+    ratio: float = Field(0.8, ge=0.0, description="mu: bonus only when p_ordered >= ratio * p_shuffled.")
+    bonus: float = Field(0.3, description="Reward added to each qualifying ordered completion.")
+    threshold: float = Field(0.1, description="An ordered completion qualifies when its accuracy exceeds this.")
+
+
+class TokenWeightsConfig(_Strict):
+    """Per-token loss weights (reelrl.algos.TOKEN_WEIGHTS), computed without gradient from the behaviour logits."""
+
+    name: str = Field("tw_grpo", description="Registered token weighting.")
+    alpha: float = Field(1.7, ge=1.0, description="Largest weight (TW-GRPO paper 1.7; its code defaults to 1.4).")
+    chunk_size: int = Field(64, ge=1, description="Positions per float32 log-softmax chunk (memory bound).")
+
+
 class RLConfig(_Strict):
     """GRPO-family training: rollouts, rewards, advantages, loss."""
 
@@ -149,8 +198,81 @@ class RLConfig(_Strict):
     mini_batches: int = Field(1, ge=1, description="Optimizer steps per rollout batch (groups split evenly).")
     ppo_epochs: int = Field(1, ge=1, description="Passes over each rollout batch (mu in GRPO).")
     cache_vision: bool = Field(True, description="Encode each video once per step and reuse the embeddings.")
-    share_prefix: bool = Field(True, description="Prefill the shared prompt once and fork its KV cache for G rollouts.")
+    share_prefix: bool = Field(
+        True,
+        description="Prefill the shared prompt once and fork its KV cache for the G rollouts and the log-prob passes; "
+        "false prefills G copies of the prompt (the naive baseline).",
+    )
+    prefetch: bool = Field(
+        True, description="Decode and encode a step's rows in a background thread while earlier rows roll out."
+    )
+    vision_cache_dir: str | None = Field(
+        None,
+        description="Directory of the on-disk video-embedding cache shared across epochs, runs and processes "
+        "(reelrl.models.embed_cache); null disables it. Needs a frozen vision tower and cache_vision: true.",
+    )
+    vision_cache_gb: float = Field(
+        20.0, gt=0.0, description="Size bound of vision_cache_dir in GiB; least recently used entries are evicted."
+    )
     log_samples_every: int = Field(10, ge=1, description="Write a sample table (prompt, completion, reward) every N steps.")
+    row_source: RowSourceConfig = Field(
+        default_factory=RowSourceConfig, description="Which rows each step sees (uniform, curricula, filters)."
+    )
+    augment: list[ComponentSpec] = Field(
+        default_factory=list,
+        description="Row / frame / prompt augmentations, applied in order (reelrl.train.augments.AUGMENTS): "
+        "qa_inversion (TW-GRPO), difficulty_aware (DeepVideo-R1), curriculum_mask (VideoTG-R1).",
+    )
+    reward_shaping: list[ComponentSpec] = Field(
+        default_factory=list,
+        description="Terms added to the rewards before advantages (reelrl.algos.REWARD_SHAPING): overlong_penalty "
+        "(DAPO), length_bonus (Video-R1).",
+    )
+    group_filter: GroupFilterConfig | None = Field(None, description="Group filter after scoring; null keeps all.")
+    temporal: TemporalConfig | None = Field(None, description="T-GRPO temporal contrast; null disables it.")
+    token_weights: TokenWeightsConfig | None = Field(
+        None, description="Token weights set on PolicyBatch.token_weights (needed by loss tw_grpo); null: none."
+    )
+    overlong_filter: bool = Field(False, description="DAPO overlong filtering: truncated completions get no loss.")
+
+
+class VerifierConfig(_Strict):
+    """Rollout-aware rule verifier of the DPO stage (VerIPO); see reelrl.train.verifier."""
+
+    accuracy_reward: str = Field("accuracy", description="Reward giving each rollout's accuracy (name or module:fn).")
+    correct_threshold: float = Field(1.0, description="A rollout is correct when its accuracy >= this.")
+    require_format: bool = Field(True, description="A chosen rollout must match the <think>/<answer> format.")
+    repetition_ngram: int = Field(3, ge=1, description="n of the word n-grams counted for repetition.")
+    max_repetition: float = Field(
+        0.3, ge=0.0, le=1.0, description="A rollout is repetitive when this fraction of its n-grams are repeats."
+    )
+    min_tokens: int = Field(1, ge=0, description="Shorter rollouts fail the length check.")
+    max_tokens: int | None = Field(None, ge=1, description="Longer rollouts fail the length check.")
+    allow_truncated: bool = Field(False, description="Rollouts cut by the token budget may pass the length check.")
+    judge_path: str | None = Field(
+        None, description="Optional local judge checkpoint: consistency also needs P(yes) >= judge_threshold."
+    )
+    judge_threshold: float = Field(0.5, ge=0.0, le=1.0)
+
+
+class DPOConfig(_Strict):
+    """VerIPO's DPO stage: rollouts -> verifier -> preference pairs -> DPO against a frozen reference."""
+
+    prompts: int = Field(64, ge=1, description="Training rows rolled out (a seeded sample of the train split).")
+    rollouts_per_prompt: int = Field(8, ge=2, description="Completions per prompt.")
+    max_new_tokens: int | None = Field(None, ge=1, description="Rollout budget; null = rl.max_new_tokens.")
+    temperature: float = Field(1.0, gt=0.0, description="Rollout temperature (log-probs use temperature 1).")
+    max_pairs_per_prompt: int = Field(2, ge=1, description="Most preference pairs built from one prompt.")
+    self_correction_pairs: bool = Field(
+        True, description="Also pair a self-corrected rollout (chosen) with its cut-off first wrong attempt."
+    )
+    loss: str = Field("dpo", description="Registered pair loss (reelrl.algos.PAIR_LOSSES: dpo, ipo).")
+    beta: float = Field(0.1, gt=0.0, description="DPO beta (VerIPO 0.1).")
+    loss_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra pair-loss arguments.")
+    epochs: float = Field(1.0, gt=0.0, description="Passes over the pairs.")
+    batch_size: int = Field(8, ge=1, description="Pairs per optimizer step (one forward pass per pair).")
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=5e-7, warmup_steps=0))
+    verifier: VerifierConfig = Field(default_factory=VerifierConfig)
 
 
 class EvalConfig(_Strict):
@@ -174,7 +296,7 @@ class CheckpointConfig(_Strict):
     save_final_model: bool = Field(True, description="Save the final model (loadable with Auto classes).")
 
 
-STAGES = ("sft", "eval", "rl")
+STAGES = ("sft", "eval", "rl", "dpo")
 
 
 class RecipeConfig(_Strict):
@@ -192,6 +314,7 @@ class RecipeConfig(_Strict):
     prompt: PromptConfig = Field(default_factory=PromptConfig)
     sft: SFTConfig = Field(default_factory=SFTConfig)
     rl: RLConfig = Field(default_factory=RLConfig)
+    dpo: DPOConfig = Field(default_factory=DPOConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
@@ -221,11 +344,34 @@ class RecipeConfig(_Strict):
                 raise ValueError(f"rl.rewards[{i}].name: unknown reward {r.name!r}; allowed: {REWARDS.names()}")
         if self.sft.batch_size % self.sft.micro_batch_size:
             raise ValueError("sft.batch_size must be a multiple of sft.micro_batch_size")
+        self._check_components()
         if self.rl.prompts_per_step % self.rl.mini_batches:
             raise ValueError("rl.prompts_per_step must be a multiple of rl.mini_batches")
+        if self.rl.vision_cache_dir is not None and not self.rl.cache_vision:
+            raise ValueError("rl.vision_cache_dir needs rl.cache_vision: true (the cache stores those embeddings)")
         if self.data.train is None and not self.data.gym.enabled:
             raise ValueError("data.train is required unless data.gym.enabled is true")
         return self
+
+    def _check_components(self) -> None:
+        """Every named hook component is registered; the error names the field and the valid names."""
+        from reelrl.algos import GROUP_FILTERS, PAIR_LOSSES, REWARD_SHAPING, TOKEN_WEIGHTS
+        from reelrl.data.curriculum import ROW_SOURCES
+        from reelrl.train.augments import AUGMENTS
+
+        rl = self.rl
+        checks = [("rl.row_source.name", ROW_SOURCES, rl.row_source.name), ("dpo.loss", PAIR_LOSSES, self.dpo.loss)]
+        checks += [(f"rl.augment[{i}].name", AUGMENTS, a.name) for i, a in enumerate(rl.augment)]
+        checks += [(f"rl.reward_shaping[{i}].name", REWARD_SHAPING, a.name) for i, a in enumerate(rl.reward_shaping)]
+        if rl.group_filter is not None:
+            checks.append(("rl.group_filter.name", GROUP_FILTERS, rl.group_filter.name))
+        if rl.token_weights is not None:
+            checks.append(("rl.token_weights.name", TOKEN_WEIGHTS, rl.token_weights.name))
+        for field, reg, name in checks:
+            if name not in reg:
+                raise ValueError(f"{field}: unknown name {name!r}; allowed: {reg.names()}")
+        if rl.loss == "tw_grpo" and rl.token_weights is None:
+            raise ValueError("rl.loss 'tw_grpo' needs rl.token_weights (e.g. {name: tw_grpo, alpha: 1.7})")
 
     # ------------------------------------------------------------------ paths
     def run_dir(self) -> Path:

@@ -16,6 +16,10 @@ the released code defaults to 1.4). Positions inside no completion get w = 1
 Two entry points: :func:`tw_grpo_weights` takes log-probs ``[N, T, V]``;
 :func:`tw_grpo_weights_from_logits` takes logits and works in chunks over T so
 only ``G x chunk x V`` float32 values are alive at once.
+
+:data:`TOKEN_WEIGHTS` registers weightings the trainer can use by name
+(``rl.token_weights.name``), each called as ``fn(logits [N, T, V], mask [N, T],
+alpha, *, group_size, temperature, chunk_size) -> weights [N, T]``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["tw_grpo_weights", "tw_grpo_weights_from_logits"]
+from reelrl.registry import Registry
+
+__all__ = ["TOKEN_WEIGHTS", "tw_grpo_weights", "tw_grpo_weights_from_logits"]
 
 D_CLAMP = 11.0  # clamp of d_i,t (paper code)
 RANGE_EPS = 1e-8  # keeps 0/0 = 0 when all s_t are equal
@@ -127,3 +133,7 @@ def tw_grpo_weights_from_logits(
     valid = (m > 0).any(dim=1)  # [B, T]
     w = _weights(s, valid, alpha)  # [B, T]
     return w[:, None, :].expand(b, g, t).reshape(n, t)  # [N, T]
+
+
+TOKEN_WEIGHTS: Registry = Registry("token weights")
+TOKEN_WEIGHTS.register("tw_grpo")(tw_grpo_weights_from_logits)

@@ -90,16 +90,19 @@ def _check_state(who: str, state: dict[str, Any], expect: dict[str, Any]) -> Non
 class _EpochCursor:
     """Epoch permutations of ``pool`` (seeded by ``[*seed_key, epoch]``) read with a cursor."""
 
-    def __init__(self, pool: Sequence[int], seed_key: Sequence[int]) -> None:
+    def __init__(self, pool: Sequence[int], seed_key: Sequence[int], shuffle: bool = True) -> None:
         self.pool = np.asarray(pool, dtype=np.int64)  # [P]
         self.seed_key = list(seed_key)
+        self.shuffle = shuffle
         self.epoch, self.cursor = 0, 0
 
     def take(self, n: int) -> list[int]:
         out: list[int] = []
         size = len(self.pool)
         while len(out) < n:
-            order = np.random.default_rng([*self.seed_key, self.epoch]).permutation(size)  # [P]
+            order = (
+                np.random.default_rng([*self.seed_key, self.epoch]).permutation(size) if self.shuffle else np.arange(size)
+            )  # [P]
             k = min(n - len(out), size - self.cursor)
             out.extend(int(self.pool[j]) for j in order[self.cursor : self.cursor + k])
             self.cursor += k
@@ -112,14 +115,17 @@ class _EpochCursor:
 
 
 class UniformSource:
-    """Seeded epoch permutations of all rows; ``step`` is ignored (batches follow each other)."""
+    """Seeded epoch permutations of all rows; ``step`` is ignored (batches follow each other).
+
+    ``shuffle=False`` reads the rows in dataset order, epoch after epoch.
+    """
 
     kind = "uniform"
 
-    def __init__(self, rows: Sequence[VideoRow], batch_size: int, seed: int) -> None:
+    def __init__(self, rows: Sequence[VideoRow], batch_size: int, seed: int, shuffle: bool = True) -> None:
         _check_common(rows, batch_size, self.kind)
         self.n, self.batch_size, self.seed = len(rows), batch_size, seed
-        self._cur = _EpochCursor(range(self.n), [seed])
+        self._cur = _EpochCursor(range(self.n), [seed], shuffle=shuffle)
 
     def next_batch(self, step: int) -> list[int]:
         return self._cur.take(self.batch_size)
@@ -136,9 +142,9 @@ class UniformSource:
 
 
 @ROW_SOURCES.register("uniform")
-def uniform(rows: Sequence[VideoRow], batch_size: int, seed: int) -> UniformSource:
+def uniform(rows: Sequence[VideoRow], batch_size: int, seed: int, shuffle: bool = True) -> UniformSource:
     """Factory of :class:`UniformSource`."""
-    return UniformSource(rows, batch_size, seed)
+    return UniformSource(rows, batch_size, seed, shuffle)
 
 
 # --------------------------------------------------------------------------- difficulty curriculum

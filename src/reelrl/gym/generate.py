@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
@@ -81,7 +82,8 @@ def _run(jobs: list[tuple[str, GymSpec, str, int]], workers: int) -> Iterator[di
     if workers <= 1:
         yield from map(_write_one, jobs)
         return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # 'spawn': forking a process that has torch or prefetch threads running can deadlock the child.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         yield from pool.map(_write_one, jobs, chunksize=8)
 
 

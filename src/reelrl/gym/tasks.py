@@ -101,6 +101,15 @@ class GymSpec(BaseModel):
         le=1.0,
         description="Each sample draws its difficulty uniformly from difficulty +- jitter, clipped to [0, 1].",
     )
+    object_scale: float = Field(
+        1.0,
+        ge=0.5,
+        le=4.0,
+        description=(
+            "Multiplies every object's side (see object_size); capped so an object fits the frame. "
+            "Large objects cover several vision tokens, which a small model reads far more easily."
+        ),
+    )
     count_mode: Literal["numerical", "multiple_choice"] = Field(
         "numerical", description="Answer type of the 'count' family."
     )
@@ -213,8 +222,12 @@ def sample_difficulty(rng: np.random.Generator, spec: GymSpec) -> float:
 
 
 def object_size(d: float, spec: GymSpec) -> int:
-    """Side of an object's box in pixels: 30% of the short side at d=0, 16% at d=1."""
-    return max(8, round(min(spec.height, spec.width) * (0.30 - 0.14 * d)))
+    """Side of an object's box in pixels: 30% of the short side at d=0, 16% at d=1, times ``object_scale``.
+
+    Capped at the short side minus a 3-pixel margin on both sides.
+    """
+    short = min(spec.height, spec.width)
+    return min(short - 6, max(8, round(short * (0.30 - 0.14 * d) * spec.object_scale)))
 
 
 def count_range(d: float, spec: GymSpec) -> tuple[int, int]:
@@ -372,7 +385,11 @@ def order_task(rng: np.random.Generator, spec: GymSpec) -> Sample:
     colors = [COLOR_NAMES[i] for i in rng.permutation(len(COLOR_NAMES))[:n_show]]
     shapes = [_choice(rng, ("square", "disc")) for _ in range(n_show)]
     durs = [int(min(rng.integers(2, 6), T - o)) for o in onsets_l]
-    boxes = place_boxes(rng, n_show, object_size(d, spec), H, W)
+    size = object_size(d, spec)
+    try:
+        boxes = place_boxes(rng, n_show, size, H, W)
+    except ValueError:  # large objects: place each freely; a later onset is drawn on top, so no onset is hidden
+        boxes = [place_boxes(rng, 1, size, H, W)[0] for _ in range(n_show)]
     frames = blank(T, H, W)  # [T, H, W, 3]
     for o, n, shape, box, c in zip(onsets_l, durs, shapes, boxes, colors):
         for t in range(o, o + n):

@@ -240,6 +240,7 @@ def build_tiny(
     seed: int = 0,
     min_pixels: int = TINY_MIN_PIXELS,
     max_pixels: int = TINY_MAX_PIXELS,
+    rope_theta: float = 1000000.0,
 ) -> Path:
     """Write a tiny random-init Qwen2.5-VL checkpoint + processor to ``out_dir``.
 
@@ -254,6 +255,8 @@ def build_tiny(
         vision_depth, vision_hidden, vision_heads, vision_intermediate: vision
             tower shape; its ``out_hidden_size`` is ``hidden_size``.
         seed: torch seed of the random init.
+        rope_theta: base of the language model's (3D) rotary embedding; with a
+            small head_dim a smaller base keeps positions tell-apart.
         min_pixels, max_pixels: per-frame pixel bounds of the image and video
             processors (frames outside are resized by the processor when it
             resizes; reelrl's encoder passes frames through unresized).
@@ -290,7 +293,7 @@ def build_tiny(
         max_position_embeddings=32768,
         rms_norm_eps=1e-6,
         use_sliding_window=False,
-        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "mrope_section": _mrope_section(head_dim)},
+        rope_parameters={"rope_type": "default", "rope_theta": rope_theta, "mrope_section": _mrope_section(head_dim)},
         bos_token_id=ids[ENDOFTEXT],
         eos_token_id=ids[IM_END],
         pad_token_id=ids[ENDOFTEXT],

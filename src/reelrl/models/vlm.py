@@ -125,18 +125,25 @@ class VLM:
             "video_grid_thw": vi["video_grid_thw"].repeat(n, 1),  # [n, 3]
         }
 
-    def prefill(self, prompt: EncodedPrompt, vision=None) -> tuple[Tensor, DynamicCache]:
-        """Run the prompt once: logits of its last position ``[1, V]`` and its KV cache."""
+    def prefill(self, prompt: EncodedPrompt, vision=None, copies: int = 1) -> tuple[Tensor, DynamicCache]:
+        """Run the prompt: logits of its last position ``[copies, V]`` and its KV cache (batch ``copies``).
+
+        ``copies > 1`` is the naive baseline: the prompt is processed ``copies``
+        times in one batch (and, with ``vision=None``, the video is encoded
+        ``copies`` times); the fast path prefills once and forks the cache.
+        """
         pos, _ = self.positions(prompt)
+        ids = prompt.input_ids.expand(copies, -1)  # [copies, P]
         out = self.model(
-            input_ids=prompt.input_ids,
-            attention_mask=torch.ones_like(prompt.input_ids),
-            position_ids=pos,
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            position_ids=pos.expand(3, copies, -1),  # [3, copies, P]
             past_key_values=DynamicCache(config=self.model.config),
             use_cache=True,
-            **self._vision_kwargs(prompt, vision, 1),
+            logits_to_keep=1,  # only the last position's logits: [copies, P, V] would dwarf the KV cache
+            **self._vision_kwargs(prompt, vision, copies),
         )
-        return out.logits[:, -1, :], out.past_key_values  # [1, V]
+        return out.logits[:, -1, :], out.past_key_values  # [copies, V]
 
     def step(self, tokens: Tensor, cache: DynamicCache, prompt: EncodedPrompt, start: int) -> Tensor:
         """Feed ``tokens [N, L]`` at completion offsets ``start..``; returns logits ``[N, L, V]``."""
@@ -179,9 +186,10 @@ class VLM:
             attention_mask=torch.ones_like(ids),
             position_ids=positions,
             use_cache=False,
+            logits_to_keep=t + 1,  # positions P-1 .. P+T-1 only
             **self._vision_kwargs(prompt, vision, g),
         )
-        return out.logits[:, prompt.length - 1 : -1, :]  # [G, T, V]
+        return out.logits[:, :-1, :]  # [G, T, V]
 
 
 def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:

@@ -25,6 +25,7 @@ class SamplingParams:
     eos_ids: tuple[int, ...] = ()
     stop_seqs: tuple[tuple[int, ...], ...] = ()  # token-id sequences that end a completion (kept in it)
     pad_id: int = 0
+    suppress_ids: tuple[int, ...] = ()  # never sampled (vision placeholders: a sampled one breaks the next pass)
 
 
 @dataclass
@@ -49,19 +50,44 @@ def _filter_top_p(probs: Tensor, top_p: float) -> Tensor:
     return out / out.sum(-1, keepdim=True)
 
 
-def sample_next(logits: Tensor, params: SamplingParams, generators: list[torch.Generator] | None) -> Tensor:
-    """One token per row of ``logits [N, V]`` -> ``[N]``; row i uses ``generators[i]``."""
-    if params.temperature == 0.0:
-        return logits.argmax(-1)  # [N]
-    probs = torch.softmax(logits.float() / params.temperature, dim=-1)  # [N, V]
-    probs = _filter_top_p(probs, params.top_p)
+def _inverse_cdf(probs: Tensor, generators: list[torch.Generator] | None) -> Tensor:
+    """One draw per row of ``probs [N, V]`` (unnormalised ok) -> ``[N]``; row i uses ``generators[i]``."""
     cdf = probs.cumsum(-1)  # [N, V]
-    n = logits.shape[0]
     u = torch.stack(
-        [torch.rand((), generator=generators[i] if generators else None, device=logits.device) for i in range(n)]
+        [torch.rand((), generator=generators[i] if generators else None, device=probs.device)
+         for i in range(probs.shape[0])]
     )  # [N]
     u = u * cdf[:, -1]
-    return torch.searchsorted(cdf, u.unsqueeze(-1)).squeeze(-1).clamp_max(logits.shape[-1] - 1)  # [N]
+    return torch.searchsorted(cdf, u.unsqueeze(-1)).squeeze(-1).clamp_max(probs.shape[-1] - 1)  # [N]
+
+
+def sample_next(logits: Tensor, params: SamplingParams, generators: list[torch.Generator] | None) -> Tensor:
+    """One token per row of ``logits [N, V]`` -> ``[N]``; row i uses ``generators[i]``.
+
+    ``params.suppress_ids`` are never returned. A row that draws one redraws
+    from the distribution without them (so the result is exactly the masked
+    distribution), and rows that do not draw one consume their generator exactly
+    as without suppression.
+    """
+    banned = torch.tensor(params.suppress_ids, dtype=torch.long, device=logits.device)  # [S]
+    if params.temperature == 0.0:
+        if len(params.suppress_ids):
+            logits = logits.index_fill(-1, banned, float("-inf"))  # [N, V]
+        return logits.argmax(-1)  # [N]
+    full = torch.softmax(logits.float() / params.temperature, dim=-1)  # [N, V]
+    probs = _filter_top_p(full, params.top_p)  # [N, V]
+    tok = _inverse_cdf(probs, generators)  # [N]
+    if len(params.suppress_ids):
+        bad = torch.isin(tok, banned)  # [N]
+        if bool(bad.any()):
+            rows = bad.nonzero().flatten()  # [R]
+            masked = probs[rows].index_fill(-1, banned, 0.0)  # [R, V]
+            empty = masked.sum(-1) <= 0  # the nucleus held only banned tokens: fall back to the full softmax
+            if bool(empty.any()):
+                masked[empty] = full[rows][empty].index_fill(-1, banned, 0.0)
+            gens = [generators[i] for i in rows.tolist()] if generators else None
+            tok[rows] = _inverse_cdf(masked, gens)
+    return tok
 
 
 def _ends_with(seq: list[int], stop: tuple[int, ...]) -> bool:
@@ -76,18 +102,27 @@ def generate_group(
     params: SamplingParams,
     generators: list[torch.Generator] | None = None,
     vision=None,
+    share_prefix: bool = True,
 ) -> Rollout:
     """Sample ``n`` completions of ``prompt``: one prefill, KV cache forked ``n`` ways, batched decoding.
 
     Finished sequences keep being fed a pad token (their outputs are ignored) so
     the batch stays rectangular; decoding stops when all are finished.
+
+    ``share_prefix=False`` is the naive baseline (what ``generate`` with
+    ``num_return_sequences=n`` does): the prompt is prefilled ``n`` times in one
+    batch and, when ``vision`` is None, the video is encoded ``n`` times. Same
+    tokens, more compute.
     """
     if generators is not None and len(generators) != n:
         raise ValueError(f"need {n} generators, got {len(generators)}")
-    last, cache = vlm.prefill(prompt, vision)  # [1, V]
-    if n > 1:
-        cache.batch_repeat_interleave(n)
-    logits = last.expand(n, -1)  # [n, V]
+    if share_prefix:
+        last, cache = vlm.prefill(prompt, vision)  # [1, V]
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+        logits = last.expand(n, -1)  # [n, V]
+    else:
+        logits, cache = vlm.prefill(prompt, vision, copies=n)  # [n, V]
     device = logits.device
     out: list[list[int]] = [[] for _ in range(n)]
     done = torch.zeros(n, dtype=torch.bool, device=device)  # [n]

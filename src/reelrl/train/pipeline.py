@@ -1,4 +1,4 @@
-"""Runs a recipe's stages (sft, eval, rl, ...) in one run directory, resumably.
+"""Runs a recipe's stages (sft, eval, rl, dpo) in one run directory, resumably.
 
 Layout of a run directory::
 
@@ -39,7 +39,7 @@ from reelrl.train.prompts import PromptEncoder
 from reelrl.train.rl import ReferencePolicy, RLTrainer, sampling_params
 from reelrl.train.sft import SFTTrainer
 
-STAGE_LABEL = {"sft": "SFT", "rl": "GRPO"}
+STAGE_LABEL = {"sft": "SFT", "rl": "GRPO", "dpo": "DPO"}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -183,13 +183,14 @@ class Pipeline:
             last = trainer.train(logger, resume=resume, stop_after=stop_after)
         finally:
             logger.close()
-        total = getattr(trainer, "steps", None) or self.cfg.rl.steps
+        total = trainer.steps if hasattr(trainer, "steps") else self.cfg.rl.steps
         if trainer.step_idx < total:
             save_checkpoint(stage_dir, trainer.step_idx, vlm.wrapped, trainer.opt, trainer.sched, trainer.sampler,
                             self.cfg.checkpoint.keep)
             return None
         save_final_model(vlm.wrapped, processor, stage_dir / "model")
-        return {"steps": trainer.step_idx, "last": last, "skipped_videos": len(trainer.encoder.skipped)}
+        return {"steps": trainer.step_idx, "last": last, "skipped_videos": len(trainer.encoder.skipped),
+                **getattr(trainer, "result", {})}
 
     def stage_sft(self, stage_dir: Path, resume: bool, stop_after, history) -> dict | None:
         vlm, processor = self.load(for_training=True)
@@ -197,18 +198,28 @@ class Pipeline:
                              stage_dir)
         return self._finish_training(trainer, vlm, processor, stage_dir, resume, stop_after)
 
+    def _reference(self, vlm: VLM) -> ReferencePolicy:
+        """The frozen reference: the policy with LoRA disabled, or a frozen copy of the stage's start model."""
+        if self.cfg.model.lora.enabled:
+            return ReferencePolicy(vlm, None)
+        ref_model, _ = self.load(for_training=False)
+        ref_model.model.requires_grad_(False)
+        return ReferencePolicy(vlm, ref_model)
+
     def stage_rl(self, stage_dir: Path, resume: bool, stop_after, history) -> dict | None:
         vlm, processor = self.load(for_training=True)
-        reference = None
-        if self.cfg.rl.beta > 0:
-            if self.cfg.model.lora.enabled:
-                reference = ReferencePolicy(vlm, None)
-            else:
-                ref_model, _ = self.load(for_training=False)
-                ref_model.model.requires_grad_(False)
-                reference = ReferencePolicy(vlm, ref_model)
+        reference = self._reference(vlm) if self.cfg.rl.beta > 0 else None
         trainer = RLTrainer(self.cfg, vlm, processor.tokenizer, self.encoder(processor), load_rows(self.cfg, "train"),
                             stage_dir, reference)
+        return self._finish_training(trainer, vlm, processor, stage_dir, resume, stop_after)
+
+    def stage_dpo(self, stage_dir: Path, resume: bool, stop_after, history) -> dict | None:
+        """VerIPO's DPO stage (reelrl.train.dpo): verified preference pairs, DPO against a frozen reference."""
+        from reelrl.train.dpo import DPOTrainer
+
+        vlm, processor = self.load(for_training=True)
+        trainer = DPOTrainer(self.cfg, vlm, processor.tokenizer, self.encoder(processor), load_rows(self.cfg, "train"),
+                             stage_dir, self._reference(vlm))
         return self._finish_training(trainer, vlm, processor, stage_dir, resume, stop_after)
 
     def stage_eval(self, stage_dir: Path, resume: bool, stop_after, history) -> dict:

@@ -4,13 +4,28 @@
 bounded in-memory cache of encoded prompts (keyed by row id and frame variant)
 so that a video seen again in the same run is not decoded again, and counts the
 rows whose video could not be read.
+
+:meth:`PromptEncoder.prefetch` starts decoding a batch's rows in one background
+thread, in order, so that the decode of row b+1 overlaps the model's work on
+row b; :meth:`PromptEncoder.encode` then waits for that row's result. The
+prompts are the same tensors the synchronous path builds, and a broken video
+still surfaces in :meth:`PromptEncoder.try_encode` as a counted skip naming the
+row. (``reelrl.video.prefetch.Prefetcher`` is an ordered iterator; here results
+are looked up by row, because callers may ask for rows in any order or not at
+all, so a plain keyed executor is used.)
+
+Every prompt records where its video came from in ``meta`` (``video``,
+``sampling``, ``variant``): the on-disk embedding cache
+(:mod:`reelrl.models.embed_cache`) keys on them.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +55,9 @@ class PromptEncoder:
     cache_size: int = 256
     skipped: dict[str, str] = field(default_factory=dict)  # row id -> reason
     _cache: OrderedDict = field(default_factory=OrderedDict)
+    _pending: dict[str, Future] = field(default_factory=dict)  # prompt key -> prefetch in flight
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _executor: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     def user_text(self, row: VideoRow, hint: str | None = None) -> str:
         text = self.template.format(question=row.prompt_text())
@@ -61,23 +79,84 @@ class PromptEncoder:
             mm_token_type_ids=enc["mm_token_type_ids"].to(dev) if "mm_token_type_ids" in enc else None,
         )
 
-    def encode(
-        self, row: VideoRow, *, transform: FrameTransform | None = None, variant: str = "", hint: str | None = None
+    @staticmethod
+    def _key(row: VideoRow, variant: str, hint: str | None) -> str:
+        return f"{row.id}|{variant}|{hint or ''}"
+
+    def _build(
+        self, key: str, row: VideoRow, transform: FrameTransform | None, variant: str, hint: str | None
     ) -> EncodedPrompt:
-        """Encode one row; ``transform`` edits the frames (``variant`` names it for caching)."""
-        key = f"{row.id}|{variant}|{hint or ''}"
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        """Decode, transform and process one row, uncached (runs in the prefetch thread too)."""
         video = self.frames(row)
         frames = transform(video.frames) if transform is not None else video.frames  # [T, H, W, 3]
         enc = encode_prompt(self.processor, self.user_text(row, hint), frames, video.fps, system=self.system)
         prompt = self._to_prompt(key, enc)
-        prompt.meta["fps"] = video.fps
-        self._cache[key] = prompt
-        if len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+        prompt.meta.update(
+            fps=video.fps,
+            video=str(row.video),
+            variant=variant,
+            sampling=self.video.model_dump_json(),
+            unnamed_transform=transform is not None and not variant,
+        )
         return prompt
+
+    def encode(
+        self, row: VideoRow, *, transform: FrameTransform | None = None, variant: str = "", hint: str | None = None
+    ) -> EncodedPrompt:
+        """Encode one row; ``transform`` edits the frames (``variant`` names it for caching).
+
+        If :meth:`prefetch` queued this row (same variant and hint), waits for
+        that result instead of decoding again; its exception, if any, is raised here.
+        """
+        key = self._key(row, variant, hint)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+            pending = self._pending.pop(key, None)
+        prompt = pending.result() if pending is not None else self._build(key, row, transform, variant, hint)
+        with self._lock:
+            self._cache[key] = prompt
+            if len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return prompt
+
+    def prefetch(
+        self,
+        rows: Iterable[VideoRow],
+        *,
+        transform: FrameTransform | None = None,
+        variant: str = "",
+        hint: str | None = None,
+    ) -> int:
+        """Start encoding ``rows`` in a background thread, in order; returns how many were queued.
+
+        Rows already cached or already queued are skipped. Call :meth:`encode`
+        / :meth:`try_encode` with the same ``variant`` and ``hint`` to collect a
+        result. A single worker keeps the decode order equal to the row order,
+        so the first row is ready first.
+        """
+        queued = 0
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reelrl-prefetch")
+            for row in rows:
+                key = self._key(row, variant, hint)
+                if key in self._cache or key in self._pending:
+                    continue
+                self._pending[key] = self._executor.submit(self._build, key, row, transform, variant, hint)
+                queued += 1
+        return queued
+
+    def close(self) -> None:
+        """Cancel queued prefetches, wait for a running one, stop the worker thread. Idempotent."""
+        with self._lock:
+            executor, self._executor = self._executor, None
+            pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            fut.cancel()
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
 
     def try_encode(self, row: VideoRow, **kw) -> EncodedPrompt | None:
         """Like :meth:`encode` but a broken video is a counted, logged skip."""

@@ -1,22 +1,26 @@
 """The GRPO-family trainer: rollouts -> rewards -> advantages -> policy loss -> update.
 
-Methods plug in by name (``rl.advantage``, ``rl.loss``, ``rl.rewards``); the loop
-never branches on a method. One step:
+Methods plug in by name (``rl.advantage``, ``rl.loss``, ``rl.rewards``) and
+through hooks (:mod:`reelrl.train.hooks`: ``rl.row_source``, ``rl.augment``,
+``rl.temporal``, ``rl.reward_shaping``, ``rl.group_filter``,
+``rl.token_weights``); the loop never branches on a method. One step:
 
-1. take B rows, decode their videos and encode the prompts (``decode``);
+1. the row source hands out B rows; hooks may rewrite each row or its frames;
+   decode the videos and encode the prompts (``decode``);
 2. run the vision tower once per prompt (``encode``) and sample G completions
    from one prefill whose KV cache is forked G ways (``rollout``);
-3. score completions with the reward registry, turn rewards into advantages;
-4. old-policy (when needed) and reference log-probs, reusing the cached video
-   embeddings (``logprob``);
-5. policy loss per group, summed over groups with global normalisers, one
-   optimizer step per mini-batch (``update``).
+3. score completions with the reward registry; after-score hooks (re-rollouts,
+   T-GRPO bonus, reward shaping); the row source observes the results; the
+   group filter drops groups (more batches refill it when configured);
+4. rewards -> advantages; old-policy (when needed) and reference log-probs,
+   reusing the cached video embeddings (``logprob``);
+5. policy loss per group (with token weights when configured), summed over
+   groups with global normalisers, one optimizer step per mini-batch (``update``).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,31 +30,19 @@ from torch import Tensor
 from reelrl.algos import ADVANTAGES, LOSSES, PolicyBatch
 from reelrl.config import RecipeConfig
 from reelrl.data.schema import VideoRow
+from reelrl.models.embed_cache import VideoEmbeddingCache
 from reelrl.models.vlm import VLM, EncodedPrompt, token_entropy, token_logprobs
 from reelrl.rewards import RewardSpec, compute_rewards
-from reelrl.rollout.hf import Rollout, SamplingParams, generate_group, make_generators
+from reelrl.rollout.hf import SamplingParams, generate_group, make_generators
 from reelrl.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from reelrl.train.metrics import MetricsLogger, Timer
 from reelrl.train.optim import clip_and_norm, make_optimizer, make_scheduler
 from reelrl.train.progress import progress_bar
+from reelrl.train.groups import Group, PromptView
+from reelrl.train.hooks import DataState, Hooks, build_row_source
 from reelrl.train.prompts import PromptEncoder
-from reelrl.train.sampler import RowSampler
 
-
-@dataclass
-class Group:
-    """One prompt and its G completions, with everything the update needs."""
-
-    row: VideoRow
-    prompt: EncodedPrompt
-    vision: dict | None  # cached video embeddings (no grad) or None
-    rollout: Rollout
-    texts: list[str]
-    rewards: Tensor | None = None  # [G]
-    advantages: Tensor | None = None  # [G]
-    old_logp: Tensor | None = None  # [G, T]
-    ref_logp: Tensor | None = None  # [G, T]
-    columns: dict[str, Tensor] = field(default_factory=dict)  # per-reward values [G]
+__all__ = ["Group", "ReferencePolicy", "RLTrainer", "sampling_params"]
 
 
 class ReferencePolicy:
@@ -60,15 +52,20 @@ class ReferencePolicy:
         self.policy, self.copy = policy, copy
 
     @torch.no_grad()
-    def logprobs(self, g: Group, temperature: float, share_prefix: bool, vision_shared: bool) -> Tensor:
-        tokens = g.rollout.tokens  # [G, T]
+    def token_logprobs(
+        self, prompt: EncodedPrompt, tokens: Tensor, vision, temperature: float, share_prefix: bool, vision_shared: bool
+    ) -> Tensor:
+        """Reference log-probs of ``tokens`` [N, T] after ``prompt`` -> [N, T]."""
         if self.copy is not None:
-            vision = g.vision if vision_shared else (self.copy.encode_vision(g.prompt) if g.vision is not None else None)
-            logits = self.copy.completion_logits(g.prompt, tokens, vision, share_prefix)  # [G, T, V]
+            vision = vision if vision_shared else (self.copy.encode_vision(prompt) if vision is not None else None)
+            logits = self.copy.completion_logits(prompt, tokens, vision, share_prefix)  # [N, T, V]
         else:
             with self.policy.wrapped.disable_adapter():
-                logits = self.policy.completion_logits(g.prompt, tokens, g.vision, share_prefix)  # [G, T, V]
-        return token_logprobs(logits, tokens, temperature)  # [G, T]
+                logits = self.policy.completion_logits(prompt, tokens, vision, share_prefix)  # [N, T, V]
+        return token_logprobs(logits, tokens, temperature)  # [N, T]
+
+    def logprobs(self, g: Group, temperature: float, share_prefix: bool, vision_shared: bool) -> Tensor:
+        return self.token_logprobs(g.prompt, g.rollout.tokens, g.vision, temperature, share_prefix, vision_shared)
 
 
 class RLTrainer:
@@ -90,7 +87,7 @@ class RLTrainer:
         self.reference = reference
         if self.rl.beta > 0 and reference is None:
             raise ValueError("rl.beta > 0 needs a reference policy")
-        self.sampler = RowSampler(len(rows), self.rl.prompts_per_step, cfg.seed, cfg.data.shuffle)
+        self.source = build_row_source(cfg, rows)
         self.params = [p for p in vlm.wrapped.parameters() if p.requires_grad]
         self.opt = make_optimizer(self.params, self.rl.optim)
         total_updates = self.rl.steps * self.rl.mini_batches * self.rl.ppo_epochs
@@ -99,44 +96,112 @@ class RLTrainer:
         self.metric_specs = [RewardSpec("accuracy", 0.0), RewardSpec("format", 0.0)]
         self.sampling = sampling_params(cfg, tokenizer, vlm)
         self.vision_trainable = vlm.vision_trainable()
+        self.vision_cache = self._make_vision_cache()
         self.timer = Timer()
         self.step_idx = 0
+        self.hooks = Hooks(self)
+        self.sampler = DataState(self.source, self.hooks)  # checkpointed data position
+        self._draws = 0  # prompts rolled out so far in this step (seed key)
 
     # --------------------------------------------------------------- collect
-    def collect(self, rows: list[VideoRow]) -> list[Group]:
-        """Decode, encode the video once, roll out G completions per prompt, and score them."""
-        groups = []
+    def rollout(self, view: PromptView, index: int, key: tuple[int, ...], n: int | None = None) -> Group | None:
+        """Encode ``view``, run the vision tower once, sample ``n`` (default G) completions; None if unreadable.
+
+        The sampling seed is derived from ``(seed, step, *key)``.
+        """
+        n = n or self.rl.group_size
+        with self.timer("decode"):
+            prompt = view.encode(self.encoder)
+        if prompt is None:
+            return None
+        with torch.no_grad(), self.timer("encode"):
+            vision = self._encode_vision(prompt) if self.rl.cache_vision else None
+        seed = int(np.random.SeedSequence([self.cfg.seed, self.step_idx, *key]).generate_state(1)[0])
+        gens = make_generators(seed, n, self.vlm.device)
+        with self.timer("rollout"):
+            ro = generate_group(self.vlm, prompt, n, self.sampling, gens, vision, share_prefix=self.rl.share_prefix)
+        texts = [self.tok.decode(t[: int(k)], skip_special_tokens=True) for t, k in zip(ro.tokens, ro.lengths)]
+        return Group(view.row, prompt, vision, ro, texts, index=index, key=key, view=view)
+
+    def collect(self, indices: list[int]) -> list[Group]:
+        """Roll out and score the rows ``indices``, run the after-score hooks, and tell the row source."""
         self.vlm.model.eval()
-        for b, row in enumerate(rows):
-            with self.timer("decode"):
-                prompt = self.encoder.try_encode(row)
-            if prompt is None:
-                continue
-            with torch.no_grad(), self.timer("encode"):
-                vision = self.vlm.encode_vision(prompt) if self.rl.cache_vision else None
-            seed = int(np.random.SeedSequence([self.cfg.seed, self.step_idx, b]).generate_state(1)[0])
-            gens = make_generators(seed, self.rl.group_size, self.vlm.device)
-            with self.timer("rollout"):
-                ro = generate_group(self.vlm, prompt, self.rl.group_size, self.sampling, gens, vision)
-            texts = [self.tok.decode(t[: int(n)], skip_special_tokens=True) for t, n in zip(ro.tokens, ro.lengths)]
-            groups.append(Group(row, prompt, vision, ro, texts))
+        views = [self.hooks.view(self, i) for i in indices]
+        if self.rl.prefetch:
+            for view in views:  # row b+1 decodes while row b rolls out
+                view.prefetch(self.encoder)
+        groups = []
+        for i, view in zip(indices, views):
+            g = self.rollout(view, i, (self._draws,))
+            self._draws += 1
+            if g is not None:
+                groups.append(g)
         if not groups:
             raise RuntimeError(f"step {self.step_idx}: every video of the batch was unreadable: {self.encoder.skipped}")
-        self._score(groups)
+        self.score(groups)
+        groups = self.hooks.after_score(self, groups)
+        acc = torch.stack([g.columns["accuracy"] for g in groups]).float().cpu().numpy()  # [B, G]
+        rewards = torch.stack([g.rewards for g in groups]).float().cpu().numpy()  # [B, G]
+        self.source.observe(self.step_idx, [g.index for g in groups], acc, rewards)
         return groups
 
-    def _score(self, groups: list[Group]) -> None:
-        g_size = self.rl.group_size
+    def gather(self) -> tuple[list[Group], list[Group]]:
+        """Groups to train on (kept by the group filter, refilled up to B) and every group rolled out."""
+        need, kept, seen = self.rl.prompts_per_step, [], []
+        self._draws = 0
+        for round_idx in range(1 + self.hooks.max_refills):
+            groups = self.collect(self.source.next_batch(self.step_idx))
+            seen += groups
+            kept += self.hooks.keep(self, groups, round_idx)
+            if len(kept) >= need:
+                break
+        return kept[:need], seen
+
+    def _make_vision_cache(self) -> VideoEmbeddingCache | None:
+        """The on-disk embedding cache of ``rl.vision_cache_dir`` (frozen vision towers only)."""
+        if self.rl.vision_cache_dir is None:
+            return None
+        if self.vision_trainable:
+            raise ValueError(
+                "rl.vision_cache_dir needs a frozen vision tower (model.freeze_vision: true, or LoRA on the "
+                "language model only): a training tower changes its embeddings every step"
+            )
+        return VideoEmbeddingCache.for_model(
+            self.rl.vision_cache_dir, self.rl.vision_cache_gb, self.vlm, self.encoder.processor
+        )
+
+    def _vision_cache_metrics(self) -> dict[str, float]:
+        """Cumulative hits / misses / evictions of the on-disk embedding cache (empty without one)."""
+        if self.vision_cache is None:
+            return {}
+        st = self.vision_cache.stats
+        return {"vision_cache/hits": float(st.hits), "vision_cache/misses": float(st.misses),
+                "vision_cache/evictions": float(st.evictions)}
+
+    def _encode_vision(self, prompt: EncodedPrompt) -> dict:
+        """Video embeddings of a prompt, through the on-disk cache when one is configured."""
+        if self.vision_cache is not None:
+            return self.vision_cache.encode(self.vlm, prompt)
+        return self.vlm.encode_vision(prompt)
+
+    def score(self, groups: list[Group]) -> None:
+        """Rewards [G] and per-reward columns of each group (groups may differ in size)."""
         texts = [t for g in groups for t in g.texts]
-        cols = _columns([g.row for g in groups], g_size)
-        total, per = compute_rewards(self.reward_specs, texts, cols)  # [B*G], {name: [B*G]}
+        sizes = [len(g.texts) for g in groups]
+        cols = _columns([g.row for g in groups], sizes)
+        total, per = compute_rewards(self.reward_specs, texts, cols)  # [sum G], {name: [sum G]}
         _, extra = compute_rewards(self.metric_specs, texts, cols)
         per = {**extra, **per}
-        rewards = total.view(len(groups), g_size)  # [B, G]
+        split = {k: v.split(sizes) for k, v in per.items()}
+        for i, (g, r) in enumerate(zip(groups, total.split(sizes))):
+            g.rewards = r  # [G]
+            g.columns = {k: v[i] for k, v in split.items()}
+
+    def advantages(self, groups: list[Group]) -> None:
+        rewards = torch.stack([g.rewards for g in groups])  # [B, G]
         adv = ADVANTAGES.get(self.rl.advantage)(rewards, **self.rl.advantage_kwargs)  # [B, G]
-        for i, g in enumerate(groups):
-            g.rewards, g.advantages = rewards[i], adv[i]
-            g.columns = {k: v.view(len(groups), g_size)[i] for k, v in per.items()}
+        for g, a in zip(groups, adv):
+            g.advantages = a  # [G]
 
     # ------------------------------------------------------------- log-probs
     def _policy_logp(self, g: Group, grad: bool) -> tuple[Tensor, Tensor]:
@@ -151,7 +216,9 @@ class RLTrainer:
         with self.timer("logprob"), torch.no_grad():
             for g in groups:
                 if needs_old:
-                    g.old_logp = self._policy_logp(g, grad=False)[0]
+                    g.old_logp, logits = self._policy_logp(g, grad=False)  # [G, T], [G, T, V]
+                    if self.hooks.token_weights is not None:
+                        g.token_weights = self.hooks.token_weights(logits, g.rollout.mask, self.rl.group_size)
                 if self.reference is not None and self.rl.beta > 0:
                     g.ref_logp = self.reference.logprobs(
                         g, self.rl.temperature, self.rl.share_prefix, not self.vision_trainable
@@ -168,16 +235,20 @@ class RLTrainer:
         for _ in range(self.rl.ppo_epochs):
             for start in range(0, len(groups), per_mb):
                 mb = groups[start : start + per_mb]
-                num_tokens = float(sum(g.rollout.mask.sum() for g in mb))
+                num_tokens = max(1.0, float(sum(g.loss_mask.sum() for g in mb)))
                 num_seqs = float(sum(g.rollout.mask.shape[0] for g in mb))
                 for g in mb:
                     logp, logits = self._policy_logp(g, grad=True)  # [G, T]
+                    if self.hooks.token_weights is not None and g.token_weights is None:
+                        # single on-policy update: the current logits are the behaviour logits
+                        g.token_weights = self.hooks.token_weights(logits, g.rollout.mask, self.rl.group_size)
                     batch = PolicyBatch(
                         logp=logp,
                         old_logp=g.old_logp if g.old_logp is not None else logp.detach(),
                         ref_logp=g.ref_logp,
                         advantages=g.advantages.to(logp.device),
-                        mask=g.rollout.mask,
+                        mask=g.loss_mask,
+                        token_weights=g.token_weights,
                         group_size=self.rl.group_size,
                     )
                     out = loss_fn(
@@ -196,7 +267,7 @@ class RLTrainer:
                         )
                     out.loss.backward()
                     ent = token_entropy(logits)  # [G, T]
-                    m = g.rollout.mask
+                    m = g.loss_mask
                     _acc(sums, {**out.metrics, "entropy": float((ent * m).sum() / m.sum().clamp_min(1))}, len(mb))
                 grad_norms.append(clip_and_norm(self.params, self.rl.optim.grad_clip))
                 self.opt.step()
@@ -209,12 +280,15 @@ class RLTrainer:
 
     # ------------------------------------------------------------------ loop
     def train_step(self) -> dict[str, float]:
-        rows = [self.rows[i] for i in self.sampler.next_batch()]
-        groups = self.collect(rows)
-        self.reference_pass(groups)
-        with self.timer("update"):
-            metrics = self.update(groups)
-        return {**metrics, **_rollout_metrics(groups), **self.timer.pop(), "lr": self.sched.get_last_lr()[0]}
+        groups, seen = self.gather()
+        metrics: dict[str, float] = {"batch/groups": float(len(groups))}
+        if groups:  # a group filter may drop every group of the step: then nothing is updated
+            self.advantages(groups)
+            self.reference_pass(groups)
+            with self.timer("update"):
+                metrics.update(self.update(groups))
+        return {**metrics, **_rollout_metrics(seen), **self.hooks.metrics(), **self.timer.pop(),
+                **self._vision_cache_metrics(), "lr": self.sched.get_last_lr()[0]}
 
     def train(self, logger: MetricsLogger, resume: bool = False, stop_after: int | None = None) -> dict:
         """Run until ``rl.steps`` (or ``stop_after`` more steps); checkpoints per config."""
@@ -247,7 +321,15 @@ def sampling_params(cfg: RecipeConfig, tokenizer, vlm: VLM, max_new_tokens: int 
         eos_ids=tuple(_eos_ids(tokenizer, vlm)),
         stop_seqs=tuple(tuple(tokenizer.encode(s, add_special_tokens=False)) for s in cfg.rl.stop),
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        suppress_ids=tuple(_vision_token_ids(vlm)),
     )
+
+
+def _vision_token_ids(vlm: VLM) -> list[int]:
+    """Vision placeholder ids of the model config: a completion must never contain one."""
+    cfg = vlm.model.config
+    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+    return sorted({int(i) for i in (getattr(cfg, n, None) for n in names) if isinstance(i, int)})
 
 
 def _eos_ids(tokenizer, vlm: VLM) -> list[int]:
@@ -261,10 +343,10 @@ def _eos_ids(tokenizer, vlm: VLM) -> list[int]:
     return sorted(ids)
 
 
-def _columns(rows: list[VideoRow], repeat: int) -> dict[str, list]:
-    """Dataset columns for the reward functions, each row repeated for its G completions."""
+def _columns(rows: list[VideoRow], repeats: list[int]) -> dict[str, list]:
+    """Dataset columns for the reward functions, row i repeated for its ``repeats[i]`` completions."""
     dumped = [r.model_dump() for r in rows]
-    return {k: [d[k] for d in dumped for _ in range(repeat)] for k in dumped[0]}
+    return {k: [d[k] for d, n in zip(dumped, repeats) for _ in range(n)] for k in dumped[0]}
 
 
 def _acc(sums: dict[str, float], metrics: dict[str, float], n: int) -> None:

@@ -1,0 +1,218 @@
+"""VerIPO's DPO stage: rollouts -> rollout-aware verifier -> preference pairs -> DPO with a frozen reference.
+
+Paper: Li et al. 2025, "VerIPO" (GRPO -> verifier -> DPO -> GRPO loop; DPO
+beta 0.1, lr 5e-7). A recipe lists the stage kind ``dpo`` between RL
+stages, e.g. ``stages: [sft, rl, dpo, rl, eval]``; each stage starts from the
+model the previous one saved.
+
+The stage runs in two phases:
+
+1. **Pairs** (once, at stage start): ``dpo.prompts`` training rows (a seeded
+   sample) each get ``dpo.rollouts_per_prompt`` completions from the current
+   policy; :func:`reelrl.train.verifier.verify` judges them and
+   :func:`reelrl.train.verifier.build_pairs` makes preference pairs. The
+   reference log-probs of every pair are computed here (temperature 1). All
+   of it is written to ``<stage_dir>/pairs.pt`` (and readable ``pairs.jsonl``),
+   so a resumed stage trains on the same pairs.
+2. **DPO**: ``ceil(dpo.epochs * pairs / dpo.batch_size)`` optimizer steps over
+   seeded epoch permutations of the pairs, loss from
+   :data:`reelrl.algos.PAIR_LOSSES` (``dpo.loss``) with the global pair count
+   as normaliser. A stage that finds no pair trains nothing and saves the
+   model unchanged (``dpo/pairs`` = 0 in its result).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from reelrl.algos import PAIR_LOSSES, sequence_logp
+from reelrl.config import RecipeConfig
+from reelrl.data.schema import VideoRow
+from reelrl.models.vlm import VLM, EncodedPrompt, token_logprobs
+from reelrl.rewards import RewardSpec, compute_rewards
+from reelrl.rollout.hf import SamplingParams, generate_group, make_generators
+from reelrl.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+from reelrl.train.hooks import seed_of
+from reelrl.train.metrics import MetricsLogger, Timer
+from reelrl.train.optim import clip_and_norm, make_optimizer, make_scheduler
+from reelrl.train.progress import progress_bar
+from reelrl.train.prompts import PromptEncoder
+from reelrl.train.rl import ReferencePolicy, sampling_params
+from reelrl.train.sampler import RowSampler
+from reelrl.train.verifier import Judge, build_pairs, verify
+
+TAG_DPO = 301
+
+
+def pad_pair(chosen: list[int], rejected: list[int], pad_id: int, device) -> tuple[Tensor, Tensor]:
+    """Right-padded tokens [2, T] and mask [2, T] of a (chosen, rejected) pair."""
+    width = max(len(chosen), len(rejected), 1)
+    tokens = torch.full((2, width), pad_id, dtype=torch.long)  # [2, T]
+    mask = torch.zeros(2, width)  # [2, T]
+    for i, seq in enumerate((chosen, rejected)):
+        tokens[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[i, : len(seq)] = 1.0
+    return tokens.to(device), mask.to(device)
+
+
+class DPOTrainer:
+    """Collects verified preference pairs once, then runs DPO steps on them (module docstring)."""
+
+    def __init__(
+        self,
+        cfg: RecipeConfig,
+        vlm: VLM,
+        tokenizer,
+        encoder: PromptEncoder,
+        rows: list[VideoRow],
+        stage_dir: Path,
+        reference: ReferencePolicy,
+    ) -> None:
+        self.cfg, self.d = cfg, cfg.dpo
+        self.vlm, self.tok, self.encoder, self.rows = vlm, tokenizer, encoder, rows
+        self.stage_dir = Path(stage_dir)
+        self.reference = reference
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.vision_trainable = vlm.vision_trainable()
+        self.timer = Timer()
+        self.pairs = self._load_or_collect()
+        n = len(self.pairs)
+        self.steps = math.ceil(self.d.epochs * n / self.d.batch_size) if n else 0
+        self.sampler = RowSampler(max(n, 1), min(self.d.batch_size, max(n, 1)), cfg.seed, cfg.data.shuffle)
+        self.params = [p for p in vlm.wrapped.parameters() if p.requires_grad]
+        self.opt = make_optimizer(self.params, self.d.optim)
+        self.sched = make_scheduler(self.opt, max(1, self.steps), self.d.optim)
+        reasons = Counter(p["reason"] for p in self.pairs)
+        self.result = {"dpo/pairs": n, **{f"dpo/pairs_{k}": v for k, v in sorted(reasons.items())}}
+        self.step_idx = 0
+
+    # ------------------------------------------------------------------ pairs
+    def _load_or_collect(self) -> list[dict]:
+        path = self.stage_dir / "pairs.pt"
+        if path.is_file():
+            return torch.load(path, weights_only=False)
+        pairs = self.collect_pairs()
+        self.stage_dir.mkdir(parents=True, exist_ok=True)
+        torch.save(pairs, path)
+        with (self.stage_dir / "pairs.jsonl").open("w", encoding="utf-8") as f:
+            for p in pairs:
+                f.write(json.dumps({k: p[k] for k in ("row_id", "reason", "chosen_text", "rejected_text")}) + "\n")
+        return pairs
+
+    def _sampling(self) -> SamplingParams:
+        base = sampling_params(self.cfg, self.tok, self.vlm, self.d.max_new_tokens)
+        return SamplingParams(**{**base.__dict__, "temperature": self.d.temperature})
+
+    def _vision(self, prompt: EncodedPrompt, grad: bool):
+        with torch.set_grad_enabled(grad and self.vision_trainable):
+            return self.vlm.encode_vision(prompt)
+
+    @torch.no_grad()
+    def collect_pairs(self) -> list[dict]:
+        """Roll out, verify and pair (module docstring); each pair holds tokens and reference log-probs."""
+        d, v = self.d, self.d.verifier
+        judge = Judge(v.judge_path, self.vlm.device) if v.judge_path else None
+        sampling = self._sampling()
+        spec = [RewardSpec(v.accuracy_reward, 1.0)]
+        order = np.random.default_rng([self.cfg.seed, TAG_DPO]).permutation(len(self.rows))[: d.prompts]
+        self.vlm.model.eval()
+        pairs: list[dict] = []
+        with progress_bar("DPO pairs", len(order), self.cfg.logging.progress) as bar:
+            for k, i in enumerate(order):
+                bar.advance()
+                row = self.rows[int(i)]
+                prompt = self.encoder.try_encode(row)
+                if prompt is None:
+                    continue
+                vision = self.vlm.encode_vision(prompt)
+                gens = make_generators(seed_of(self.cfg.seed, TAG_DPO, k), d.rollouts_per_prompt, self.vlm.device)
+                ro = generate_group(self.vlm, prompt, d.rollouts_per_prompt, sampling, gens, vision,
+                                    share_prefix=self.cfg.rl.share_prefix)
+                seqs = [ro.tokens[j, : int(n)].tolist() for j, n in enumerate(ro.lengths)]
+                texts = [self.tok.decode(s, skip_special_tokens=True) for s in seqs]
+                cols = {key: [val] * len(texts) for key, val in row.model_dump().items()}
+                acc, _ = compute_rewards(spec, texts, cols)  # [G]
+                verdicts = verify(texts, acc.tolist(), ro.lengths.tolist(), ro.truncated.tolist(), row, v, judge)
+                for p in build_pairs(row, texts, verdicts, max_pairs=d.max_pairs_per_prompt,
+                                     require_format=v.require_format, self_correction=d.self_correction_pairs):
+                    if isinstance(p.rejected, str):
+                        rejected, rejected_text = self.tok.encode(p.rejected, add_special_tokens=False), p.rejected
+                    else:
+                        rejected, rejected_text = seqs[p.rejected], texts[p.rejected]
+                    tokens, mask = pad_pair(seqs[p.chosen], rejected, self.pad_id, self.vlm.device)  # [2, T]
+                    ref = self.reference.token_logprobs(prompt, tokens, vision, 1.0, self.cfg.rl.share_prefix,
+                                                        not self.vision_trainable)  # [2, T]
+                    pairs.append({
+                        "row": int(i), "row_id": row.id, "reason": p.reason, "chosen": seqs[p.chosen],
+                        "rejected": rejected, "chosen_text": texts[p.chosen], "rejected_text": rejected_text,
+                        "ref_logp": sequence_logp(ref, mask).cpu(),  # [2]
+                    })
+        return pairs
+
+    # ------------------------------------------------------------------ DPO
+    def _pair_logp(self, pair: dict) -> Tensor:
+        """Policy sequence log-probs [2] (chosen, rejected) of one pair, with gradient when training."""
+        prompt = self.encoder.encode(self.rows[pair["row"]])
+        tokens, mask = pad_pair(pair["chosen"], pair["rejected"], self.pad_id, self.vlm.device)  # [2, T]
+        vision = self._vision(prompt, grad=torch.is_grad_enabled())
+        logits = self.vlm.completion_logits(prompt, tokens, vision, self.cfg.rl.share_prefix)  # [2, T, V]
+        return sequence_logp(token_logprobs(logits, tokens), mask)  # [2]
+
+    def _loss(self, pair: dict, num_pairs: float):
+        lp = self._pair_logp(pair)  # [2]
+        ref = pair["ref_logp"].to(lp.device)  # [2]
+        return PAIR_LOSSES.get(self.d.loss)(lp[:1], lp[1:], ref[:1], ref[1:], beta=self.d.beta,
+                                            num_pairs=num_pairs, **self.d.loss_kwargs)
+
+    @torch.no_grad()
+    def mean_loss(self) -> float:
+        """Pair loss averaged over every pair, without gradient (to watch DPO progress)."""
+        self.vlm.model.eval()
+        return float(sum(float(self._loss(p, len(self.pairs)).loss) for p in self.pairs))
+
+    def train_step(self) -> dict[str, float]:
+        self.vlm.model.train()
+        batch = self.sampler.next_batch()
+        sums: Counter = Counter()
+        with self.timer("update"):
+            for j in batch:
+                out = self._loss(self.pairs[j], float(len(batch)))
+                if not torch.isfinite(out.loss):
+                    raise FloatingPointError(f"DPO step {self.step_idx}: non-finite loss on pair {j}")
+                out.loss.backward()
+                for k, val in out.metrics.items():  # losses are already divided by the batch's pair count
+                    sums[k] += val if k.endswith("_loss") else val / len(batch)
+            norm = clip_and_norm(self.params, self.d.optim.grad_clip)
+            self.opt.step()
+            self.sched.step()
+            self.opt.zero_grad(set_to_none=True)
+        return {**{f"dpo/{k}": float(v) for k, v in sums.items()}, **self.result, "grad_norm": norm,
+                "lr": self.sched.get_last_lr()[0], **self.timer.pop()}
+
+    def train(self, logger: MetricsLogger, resume: bool = False, stop_after: int | None = None) -> dict:
+        """Run until ``self.steps`` (or ``stop_after`` more steps); checkpoints per config."""
+        if resume and (ckpts := list_checkpoints(self.stage_dir)):
+            self.step_idx = load_checkpoint(ckpts[-1], self.vlm.wrapped, self.opt, self.sched, self.sampler)["step"]
+        last: dict = dict(self.result)
+        ck = self.cfg.checkpoint
+        with progress_bar("DPO", self.steps, self.cfg.logging.progress, start=self.step_idx) as bar:
+            while self.step_idx < self.steps:
+                if stop_after is not None and stop_after <= 0:
+                    break
+                last = self.train_step()
+                self.step_idx += 1
+                logger.log(self.step_idx, last)
+                bar.advance(f"loss {last.get('dpo/dpo_loss', float('nan')):.3f}")
+                if ck.every and self.step_idx % ck.every == 0:
+                    save_checkpoint(self.stage_dir, self.step_idx, self.vlm.wrapped, self.opt, self.sched,
+                                    self.sampler, ck.keep)
+                if stop_after is not None:
+                    stop_after -= 1
+        return last
