@@ -131,8 +131,14 @@ def test_temporal_contrast_adds_the_rule_to_rewards(recipe_dict, tmp_path, monke
     monkeypatch.setitem(reward_functions.REWARDS._items, "accuracy", _odd_length_accuracy)
     t = _trainer(recipe_dict, tmp_path, temporal={"ratio": 0.0, "shuffled": 3})
     made = []
-    real = t.rollout
-    t.rollout = lambda view, index, key, n=None: made.append((view, n, real(view, index, key, n))) or made[-1][2]
+    real = t.rollout_many
+
+    def spy(requests):
+        out = real(requests)
+        made.extend((view, n, g) for (view, _, _, n), g in zip(requests, out))
+        return out
+
+    t.rollout_many = spy
     groups = t.collect(t.source.next_batch(0))
     shuffled = [(v, n, g) for v, n, g in made if n == 3]
     assert len(shuffled) == len(groups) == 2

@@ -8,7 +8,14 @@ import torch
 from reelrl.data.schema import load_jsonl
 from reelrl.models.load import load_model_and_processor
 from reelrl.models.vlm import VLM, token_logprobs
-from reelrl.rollout.hf import SamplingParams, _filter_top_p, generate_group, make_generators
+from reelrl.rollout.hf import (
+    SamplingParams,
+    _filter_top_p,
+    decode_groups,
+    generate_group,
+    make_generators,
+    prefill_group,
+)
 from reelrl.train.prompts import PromptEncoder
 from reelrl.video.sample import VideoSampling
 
@@ -180,3 +187,26 @@ def test_suppression_samples_the_masked_distribution_and_keeps_other_draws():
     assert torch.equal(masked[kept], free[kept])  # rows that drew an allowed token drew the same one
     greedy = sample_next(logits[:2], SamplingParams(temperature=0.0, suppress_ids=(1,)), None)
     assert greedy.tolist() == [3, 3]
+
+
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_prompts_of_different_lengths_decode_together_as_alone(setup, share_prefix):
+    """One decode batch over several prompts (left-padded caches) gives each prompt's own rollout."""
+    vlm, processor, enc, rows = setup
+    prompts = [enc.encode(r) for r in rows[:4]]
+    assert len({p.length for p in prompts}) > 1  # the padding path is exercised
+    ns = [3, 1, 4, 2]
+    for temperature in (0.0, 1.0):
+        params = _params(processor, max_new_tokens=10, temperature=temperature)
+        gens = [make_generators(40 + i, n) for i, n in enumerate(ns)]
+        vision = [vlm.encode_vision(p) for p in prompts]
+        together = decode_groups(vlm, [prefill_group(vlm, p, n, v, share_prefix)
+                                       for p, n, v in zip(prompts, ns, vision)], params, gens)
+        for i, (p, n, v) in enumerate(zip(prompts, ns, vision)):
+            alone = generate_group(vlm, p, n, params, make_generators(40 + i, n), v)
+            assert torch.equal(together[i].lengths, alone.lengths)
+            assert torch.equal(together[i].tokens, alone.tokens)
+            assert torch.equal(together[i].truncated, alone.truncated)
+    assert any(int(r.lengths.min()) != int(r.lengths.max()) or r.truncated.any() for r in together)
+    with pytest.raises(ValueError, match="every prompt or for none"):
+        decode_groups(vlm, [prefill_group(vlm, p, 1) for p in prompts[:2]], params, [None, make_generators(0, 1)])

@@ -203,6 +203,15 @@ class RLConfig(_Strict):
         description="Prefill the shared prompt once and fork its KV cache for the G rollouts and the log-prob passes; "
         "false prefills G copies of the prompt (the naive baseline).",
     )
+    decode_batch: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Most prompts whose completions decode in one batch (their prefilled caches are left-padded and "
+            "stacked, G rows each); null = all prompts of the step. Lower it when B*G forked video prefixes "
+            "do not fit in memory; the tokens do not change."
+        ),
+    )
     prefetch: bool = Field(
         True, description="Decode and encode a step's rows in a background thread while earlier rows roll out."
     )
@@ -281,6 +290,7 @@ class EvalConfig(_Strict):
     split: Literal["test", "val", "train"] = "test"
     max_new_tokens: int = Field(64, ge=1)
     max_rows: int | None = Field(None, ge=1)
+    batch_size: int = Field(32, ge=1, description="Rows decoded together (greedy; the tokens do not depend on it).")
 
 
 class LoggingConfig(_Strict):

@@ -13,7 +13,7 @@ from rich.table import Table
 from reelrl.data.schema import VideoRow
 from reelrl.models.vlm import VLM
 from reelrl.rewards import RewardSpec, compute_rewards
-from reelrl.rollout.hf import SamplingParams, generate_group
+from reelrl.rollout.hf import SamplingParams, decode_groups, prefill_group
 from reelrl.train.progress import progress_bar
 from reelrl.train.prompts import PromptEncoder
 
@@ -29,21 +29,29 @@ def evaluate(
     out_dir: Path | None = None,
     progress: bool = True,
     title: str = "eval",
+    batch_size: int = 32,
 ) -> dict:
-    """Greedy-decode every row; score with ``accuracy``, ``format`` and the recipe's rewards."""
+    """Greedy-decode every row, ``batch_size`` rows per decode batch.
+
+    Scored with ``accuracy``, ``format`` and the recipe's rewards.
+    """
     vlm.model.eval()
     greedy = SamplingParams(**{**sampling.__dict__, "temperature": 0.0})
     samples = []
     with progress_bar(title, len(rows), progress) as bar:
-        for row in rows:
-            prompt = encoder.try_encode(row)
-            bar.advance()
-            if prompt is None:
+        for s in range(0, len(rows), batch_size):
+            batch, prefills = [], []
+            for row in rows[s : s + batch_size]:
+                prompt = encoder.try_encode(row)
+                bar.advance()
+                if prompt is not None:
+                    batch.append(row)
+                    prefills.append(prefill_group(vlm, prompt, 1, vlm.encode_vision(prompt)))
+            if not prefills:
                 continue
-            vision = vlm.encode_vision(prompt)
-            ro = generate_group(vlm, prompt, 1, greedy, None, vision)
-            text = tokenizer.decode(ro.tokens[0, : int(ro.lengths[0])], skip_special_tokens=True)
-            samples.append((row, text, int(ro.lengths[0])))
+            for row, ro in zip(batch, decode_groups(vlm, prefills, greedy)):
+                text = tokenizer.decode(ro.tokens[0, : int(ro.lengths[0])], skip_special_tokens=True)
+                samples.append((row, text, int(ro.lengths[0])))
     if not samples:
         raise RuntimeError(f"{title}: no readable rows ({len(encoder.skipped)} skipped)")
     texts = [t for _, t, _ in samples]

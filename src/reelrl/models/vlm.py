@@ -158,6 +158,23 @@ class VLM:
         )
         return out.logits  # [N, L, V]
 
+    def decode_step(self, tokens: Tensor, cache: DynamicCache, positions: Tensor, attention_mask: Tensor) -> Tensor:
+        """Feed one token per row of a (possibly left-padded, multi-prompt) decode batch.
+
+        ``tokens [N, 1]``; ``positions [N]``: each row's text position (its
+        prompt's length plus RoPE offset plus the step); ``attention_mask
+        [N, K]``: 0 on the padding before each shorter prompt, K = cache length
+        + 1. Returns logits ``[N, 1, V]``.
+        """
+        out = self.model(
+            input_ids=tokens,
+            attention_mask=attention_mask,
+            position_ids=positions.view(1, -1, 1).expand(3, -1, 1),  # [3, N, 1]
+            past_key_values=cache,
+            use_cache=True,
+        )
+        return out.logits  # [N, 1, V]
+
     def completion_logits(
         self, prompt: EncodedPrompt, completions: Tensor, vision=None, share_prefix: bool = True
     ) -> Tensor:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from transformers.cache_utils import DynamicCache
+
 from reelrl.models.vlm import VLM, EncodedPrompt
 
 
@@ -94,7 +96,128 @@ def _ends_with(seq: list[int], stop: tuple[int, ...]) -> bool:
     return len(seq) >= len(stop) and tuple(seq[-len(stop) :]) == stop
 
 
+@dataclass
+class Prefill:
+    """One prompt prefilled for ``n`` completions: next-token logits and the KV cache (batch 1 or ``n``)."""
+
+    prompt: EncodedPrompt
+    n: int
+    logits: Tensor  # [n, V] next-token logits after the prompt
+    cache: DynamicCache  # batch 1 (shared prefix, forked at decode time) or n (naive copies)
+
+
 @torch.no_grad()
+def prefill_group(vlm: VLM, prompt: EncodedPrompt, n: int, vision=None, share_prefix: bool = True) -> Prefill:
+    """Run ``prompt`` once (``share_prefix``) or ``n`` times in one batch (the naive baseline).
+
+    ``share_prefix=False`` is what ``generate`` with ``num_return_sequences=n``
+    does: the prompt is prefilled ``n`` times and, when ``vision`` is None, the
+    video is encoded ``n`` times. Same tokens, more compute.
+    """
+    if share_prefix:
+        last, cache = vlm.prefill(prompt, vision)  # [1, V]
+        return Prefill(prompt, n, last.expand(n, -1), cache)  # [n, V]
+    logits, cache = vlm.prefill(prompt, vision, copies=n)  # [n, V]
+    return Prefill(prompt, n, logits, cache)
+
+
+def merge_prefills(vlm: VLM, prefills: list[Prefill]) -> tuple[DynamicCache, Tensor, Tensor]:
+    """One decode batch from several prefilled prompts of different lengths.
+
+    Each prompt's KV cache is forked to its ``n`` rows (when shared) and
+    left-padded with zeros to the longest prompt; the padding is masked out.
+    Returns the cache (batch ``N = sum n``), the attention mask ``[N, P_max]``
+    and the text position of the first completion token of each row ``[N]``.
+    """
+    lengths = [p.prompt.length for p in prefills]
+    width = max(lengths)
+    if len(prefills) == 1:
+        cache = prefills[0].cache
+        if cache.layers[0].keys.shape[0] != prefills[0].n:
+            cache.batch_repeat_interleave(prefills[0].n)
+    else:
+        cache = DynamicCache(config=vlm.model.config)
+        for li in range(len(prefills[0].cache.layers)):
+            keys, values = [], []
+            for p, length in zip(prefills, lengths):
+                layer = p.cache.layers[li]
+                k, v = layer.keys, layer.values  # [1 or n, H, P_i, D]
+                if k.shape[0] != p.n:
+                    k, v = k.expand(p.n, -1, -1, -1), v.expand(p.n, -1, -1, -1)  # [n, H, P_i, D]
+                pad = width - length
+                keys.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))  # [n, H, P_max, D]
+                values.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
+            cache.update(torch.cat(keys), torch.cat(values), li)  # [N, H, P_max, D]
+    device = prefills[0].logits.device
+    mask = torch.cat([
+        (torch.arange(width, device=device) >= width - length).long().expand(p.n, -1)
+        for p, length in zip(prefills, lengths)
+    ])  # [N, P_max] 0 on left padding
+    start = torch.cat([
+        torch.full((p.n,), length + vlm.positions(p.prompt)[1], dtype=torch.long, device=device)
+        for p, length in zip(prefills, lengths)
+    ])  # [N]
+    return cache, mask, start
+
+
+@torch.no_grad()
+def decode_groups(
+    vlm: VLM,
+    prefills: list[Prefill],
+    params: SamplingParams,
+    generators: list[list[torch.Generator] | None] | None = None,
+) -> list[Rollout]:
+    """Sample the completions of every prefilled prompt in one batch; one :class:`Rollout` per prompt.
+
+    Row ``j`` of prompt ``i`` draws from ``generators[i][j]``, so the result is
+    the same as decoding each prompt alone (and each sequence alone). Finished
+    sequences keep being fed a pad token (their outputs are ignored) so the
+    batch stays rectangular; decoding stops when all are finished.
+    """
+    generators = generators if generators is not None else [None] * len(prefills)
+    if len({g is None for g in generators}) > 1:
+        raise ValueError("give generators for every prompt or for none (None draws from the global RNG)")
+    for p, gs in zip(prefills, generators):
+        if gs is not None and len(gs) != p.n:
+            raise ValueError(f"need {p.n} generators, got {len(gs)}")
+    gens = None if generators[0] is None else [g for gs in generators for g in gs]
+    cache, mask, start = merge_prefills(vlm, prefills)  # [N, P_max], [N]
+    logits = torch.cat([p.logits for p in prefills])  # [N, V]
+    n = logits.shape[0]
+    device = logits.device
+    out: list[list[int]] = [[] for _ in range(n)]
+    done = torch.zeros(n, dtype=torch.bool, device=device)  # [N]
+    eos = torch.tensor(params.eos_ids, dtype=torch.long, device=device)  # [E]
+    for t in range(params.max_new_tokens):
+        nxt = sample_next(logits, params, gens)  # [N]
+        nxt = torch.where(done, torch.full_like(nxt, params.pad_id), nxt)  # [N]
+        finished = torch.isin(nxt, eos) if len(params.eos_ids) else torch.zeros_like(done)  # [N]
+        for i, tok in enumerate(nxt.tolist()):
+            if not done[i]:
+                out[i].append(tok)
+                if any(_ends_with(out[i], s) for s in params.stop_seqs):
+                    finished[i] = True
+        done = done | finished
+        if bool(done.all()) or t == params.max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=device)], dim=1)  # [N, P_max+t+1]
+        logits = vlm.decode_step(nxt.unsqueeze(1), cache, start + t, mask)[:, -1, :]  # [N, V]
+    rollouts, row = [], 0
+    for p in prefills:
+        seqs = out[row : row + p.n]
+        lengths = torch.tensor([len(o) for o in seqs], dtype=torch.long)  # [n]
+        width = max(1, int(lengths.max()))
+        tokens = torch.full((p.n, width), params.pad_id, dtype=torch.long)  # [n, T]
+        for i, o in enumerate(seqs):
+            tokens[i, : len(o)] = torch.tensor(o, dtype=torch.long)
+        seq_mask = (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)).float()  # [n, T]
+        truncated = ~done[row : row + p.n].cpu()  # [n]
+        rollouts.append(Rollout(tokens=tokens.to(device), mask=seq_mask.to(device), lengths=lengths,
+                                truncated=truncated))
+        row += p.n
+    return rollouts
+
+
 def generate_group(
     vlm: VLM,
     prompt: EncodedPrompt,
@@ -106,48 +229,11 @@ def generate_group(
 ) -> Rollout:
     """Sample ``n`` completions of ``prompt``: one prefill, KV cache forked ``n`` ways, batched decoding.
 
-    Finished sequences keep being fed a pad token (their outputs are ignored) so
-    the batch stays rectangular; decoding stops when all are finished.
-
-    ``share_prefix=False`` is the naive baseline (what ``generate`` with
-    ``num_return_sequences=n`` does): the prompt is prefilled ``n`` times in one
-    batch and, when ``vision`` is None, the video is encoded ``n`` times. Same
-    tokens, more compute.
+    ``share_prefix=False`` is the naive baseline (see :func:`prefill_group`).
     """
     if generators is not None and len(generators) != n:
         raise ValueError(f"need {n} generators, got {len(generators)}")
-    if share_prefix:
-        last, cache = vlm.prefill(prompt, vision)  # [1, V]
-        if n > 1:
-            cache.batch_repeat_interleave(n)
-        logits = last.expand(n, -1)  # [n, V]
-    else:
-        logits, cache = vlm.prefill(prompt, vision, copies=n)  # [n, V]
-    device = logits.device
-    out: list[list[int]] = [[] for _ in range(n)]
-    done = torch.zeros(n, dtype=torch.bool, device=device)  # [n]
-    eos = torch.tensor(params.eos_ids, dtype=torch.long, device=device)  # [E]
-    for t in range(params.max_new_tokens):
-        nxt = sample_next(logits, params, generators)  # [n]
-        nxt = torch.where(done, torch.full_like(nxt, params.pad_id), nxt)  # [n]
-        for i in range(n):
-            if not done[i]:
-                out[i].append(int(nxt[i]))
-        finished = torch.isin(nxt, eos) if len(params.eos_ids) else torch.zeros_like(done)  # [n]
-        for i in range(n):
-            if not done[i] and any(_ends_with(out[i], s) for s in params.stop_seqs):
-                finished[i] = True
-        done = done | finished
-        if bool(done.all()) or t == params.max_new_tokens - 1:
-            break
-        logits = vlm.step(nxt.unsqueeze(1), cache, prompt, t)[:, -1, :]  # [n, V]
-    lengths = torch.tensor([len(o) for o in out], dtype=torch.long)  # [n]
-    width = max(1, int(lengths.max()))
-    tokens = torch.full((n, width), params.pad_id, dtype=torch.long)  # [n, T]
-    for i, o in enumerate(out):
-        tokens[i, : len(o)] = torch.tensor(o, dtype=torch.long)
-    mask = (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)).float()  # [n, T]
-    return Rollout(tokens=tokens.to(device), mask=mask.to(device), lengths=lengths, truncated=~done.cpu())
+    return decode_groups(vlm, [prefill_group(vlm, prompt, n, vision, share_prefix)], params, [generators])[0]
 
 
 def make_generators(seed: int, n: int, device: str | torch.device = "cpu") -> list[torch.Generator]:

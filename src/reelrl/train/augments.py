@@ -170,26 +170,27 @@ class DifficultyAware(Hook):
         means = [float(g.rewards.mean()) for g in groups]
         gaps = [self.buffer.gap(m) for m in means]
         self.buffer.observe(means)
-        out = []
-        for g, gap in zip(groups, gaps):
+        requests, slots = [], []  # augmented views, rolled out in one decode batch
+        for i, (g, gap) in enumerate(zip(groups, gaps)):
             rng = np.random.default_rng([host.cfg.seed, host.step_idx, g.index, TAG_DIFFICULTY, *g.key])
             plan = difficulty_augmentation(g.view.row, gap, rng, **self.plan_kwargs)
             self.counts[plan.kind] += 1
             self.gaps.append(abs(gap))
             if plan.kind == "none":
-                out.append(g)
                 continue
             view = g.view
             if plan.frame_transform is not None:
                 view = view.with_transform(plan.variant, plan.frame_transform)
             if plan.hint is not None:
                 view = view.with_hint(plan.hint)
-            new = host.rollout(view, g.index, (*g.key, TAG_DIFFICULTY))
-            if new is None:
-                out.append(g)
-                continue
-            host.score([new])
-            out.append(new)
+            requests.append((view, g.index, (*g.key, TAG_DIFFICULTY), None))
+            slots.append(i)
+        out = list(groups)
+        new = [(i, g) for i, g in zip(slots, host.rollout_many(requests)) if g is not None]
+        if new:
+            host.score([g for _, g in new])
+        for i, g in new:  # an unreadable augmented video keeps the original group
+            out[i] = g
         return out
 
     def metrics(self) -> dict[str, float]:

@@ -21,7 +21,8 @@ The row source (``rl.row_source``) is built by :func:`build_row_source`;
 
 A hook sees the trainer through a narrow interface (:class:`HookHost`): the
 config, the step index, the rows, the row source, the prompt encoder, and two
-methods: ``rollout(view, index, key, n)`` and ``score(groups)``.
+methods: ``rollout_many([(view, index, key, n), ...])`` (one decode batch;
+``rollout`` for a single prompt) and ``score(groups)``.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ TAG_SHUFFLE = 101
 TAG_FILTER = 102
 
 
+RolloutRequest = tuple[PromptView, int, tuple[int, ...], "int | None"]
+"""``(view, row index, seed key, n)``: one prompt to roll out ``n`` times (None: G)."""
+
+
 class HookHost(Protocol):
     """What a hook may use of the trainer."""
 
@@ -56,6 +61,8 @@ class HookHost(Protocol):
     encoder: Any
 
     def rollout(self, view: PromptView, index: int, key: tuple[int, ...], n: int | None = None) -> Group | None: ...
+
+    def rollout_many(self, requests: list[RolloutRequest]) -> list[Group | None]: ...
 
     def score(self, groups: list[Group]) -> None: ...
 
@@ -133,12 +140,14 @@ class TemporalContrast(Hook):
 
     def after_score(self, host: HookHost, groups: list[Group]) -> list[Group]:
         n = self.cfg.shuffled or host.rl.group_size // 2
+        requests = []
         for g in groups:
             seed = seed_of(host.cfg.seed, host.step_idx, g.index, TAG_SHUFFLE, *g.key)
             view = g.view.with_transform(
                 f"shuffle({seed})", lambda f, s=seed: shuffle_frames(f, np.random.default_rng(s))
             )
-            shuffled = host.rollout(view, g.index, (*g.key, TAG_SHUFFLE), n)
+            requests.append((view, g.index, (*g.key, TAG_SHUFFLE), n))
+        for g, shuffled in zip(groups, host.rollout_many(requests)):  # every shuffled copy in one decode batch
             acc_o = g.columns["accuracy"].float()[None]  # [1, G]
             if shuffled is None:  # unreadable video: no contrast, no bonus
                 bonus = torch.zeros_like(acc_o[0])  # [G]

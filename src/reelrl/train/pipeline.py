@@ -229,7 +229,7 @@ class Pipeline:
         specs = [RewardSpec(r.name, r.weight, r.kwargs) for r in self.cfg.rl.rewards]
         label = "+".join(history) or "base"
         res = evaluate(vlm, processor.tokenizer, self.encoder(processor), rows, sampling, specs, stage_dir,
-                       self.cfg.logging.progress, title=f"eval ({label})")
+                       self.cfg.logging.progress, title=f"eval ({label})", batch_size=self.cfg.eval.batch_size)
         print_eval(res, f"{self.cfg.eval.split} accuracy after {label}", self.chance())
         return res
 

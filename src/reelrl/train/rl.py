@@ -33,13 +33,13 @@ from reelrl.data.schema import VideoRow
 from reelrl.models.embed_cache import VideoEmbeddingCache
 from reelrl.models.vlm import VLM, EncodedPrompt, token_entropy, token_logprobs
 from reelrl.rewards import RewardSpec, compute_rewards
-from reelrl.rollout.hf import SamplingParams, generate_group, make_generators
+from reelrl.rollout.hf import SamplingParams, decode_groups, make_generators, prefill_group
 from reelrl.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from reelrl.train.metrics import MetricsLogger, Timer
 from reelrl.train.optim import clip_and_norm, make_optimizer, make_scheduler
 from reelrl.train.progress import progress_bar
 from reelrl.train.groups import Group, PromptView
-from reelrl.train.hooks import DataState, Hooks, build_row_source
+from reelrl.train.hooks import DataState, Hooks, RolloutRequest, build_row_source
 from reelrl.train.prompts import PromptEncoder
 
 __all__ = ["Group", "ReferencePolicy", "RLTrainer", "sampling_params"]
@@ -105,37 +105,59 @@ class RLTrainer:
 
     # --------------------------------------------------------------- collect
     def rollout(self, view: PromptView, index: int, key: tuple[int, ...], n: int | None = None) -> Group | None:
-        """Encode ``view``, run the vision tower once, sample ``n`` (default G) completions; None if unreadable.
+        """One prompt's group (see :meth:`rollout_many`); None if its video is unreadable."""
+        return self.rollout_many([(view, index, key, n)])[0]
 
-        The sampling seed is derived from ``(seed, step, *key)``.
+    def rollout_many(self, requests: list[RolloutRequest]) -> list[Group | None]:
+        """Encode each ``(view, index, key, n)``, run its vision tower and prefill once, then decode together.
+
+        ``n`` (default G) completions per prompt; the sampling seed of each is
+        derived from ``(seed, step, *key)``, so a group's tokens do not depend
+        on which other prompts share its decode batch. At most
+        ``rl.decode_batch`` prompts decode in one batch. None for unreadable videos.
         """
-        n = n or self.rl.group_size
-        with self.timer("decode"):
-            prompt = view.encode(self.encoder)
-        if prompt is None:
-            return None
-        with torch.no_grad(), self.timer("encode"):
-            vision = self._encode_vision(prompt) if self.rl.cache_vision else None
-        seed = int(np.random.SeedSequence([self.cfg.seed, self.step_idx, *key]).generate_state(1)[0])
-        gens = make_generators(seed, n, self.vlm.device)
+        out: list[Group | None] = []
+        chunk = self.rl.decode_batch or max(1, len(requests))
+        for s in range(0, len(requests), chunk):
+            out += self._rollout_batch(requests[s : s + chunk])
+        return out
+
+    def _rollout_batch(self, requests: list[RolloutRequest]) -> list[Group | None]:
+        ready: list[tuple[int, EncodedPrompt, dict | None, list[torch.Generator]]] = []
+        prefills = []
+        for j, (view, _, key, n) in enumerate(requests):
+            n = n or self.rl.group_size
+            with self.timer("decode"):
+                prompt = view.encode(self.encoder)
+            if prompt is None:
+                continue
+            with torch.no_grad(), self.timer("encode"):
+                vision = self._encode_vision(prompt) if self.rl.cache_vision else None
+            with self.timer("rollout"):
+                prefills.append(prefill_group(self.vlm, prompt, n, vision, self.rl.share_prefix))
+            seed = int(np.random.SeedSequence([self.cfg.seed, self.step_idx, *key]).generate_state(1)[0])
+            ready.append((j, prompt, vision, make_generators(seed, n, self.vlm.device)))
+        out: list[Group | None] = [None] * len(requests)
+        if not ready:
+            return out
         with self.timer("rollout"):
-            ro = generate_group(self.vlm, prompt, n, self.sampling, gens, vision, share_prefix=self.rl.share_prefix)
-        texts = [self.tok.decode(t[: int(k)], skip_special_tokens=True) for t, k in zip(ro.tokens, ro.lengths)]
-        return Group(view.row, prompt, vision, ro, texts, index=index, key=key, view=view)
+            rollouts = decode_groups(self.vlm, prefills, self.sampling, [gens for *_, gens in ready])
+        for (j, prompt, vision, _), ro in zip(ready, rollouts):
+            view, index, key, _ = requests[j]
+            texts = [self.tok.decode(t[: int(k)], skip_special_tokens=True) for t, k in zip(ro.tokens, ro.lengths)]
+            out[j] = Group(view.row, prompt, vision, ro, texts, index=index, key=key, view=view)
+        return out
 
     def collect(self, indices: list[int]) -> list[Group]:
         """Roll out and score the rows ``indices``, run the after-score hooks, and tell the row source."""
         self.vlm.model.eval()
         views = [self.hooks.view(self, i) for i in indices]
         if self.rl.prefetch:
-            for view in views:  # row b+1 decodes while row b rolls out
+            for view in views:  # row b+1 decodes while row b is encoded and prefilled
                 view.prefetch(self.encoder)
-        groups = []
-        for i, view in zip(indices, views):
-            g = self.rollout(view, i, (self._draws,))
-            self._draws += 1
-            if g is not None:
-                groups.append(g)
+        requests = [(view, i, (self._draws + k,), None) for k, (i, view) in enumerate(zip(indices, views))]
+        self._draws += len(requests)
+        groups = [g for g in self.rollout_many(requests) if g is not None]
         if not groups:
             raise RuntimeError(f"step {self.step_idx}: every video of the batch was unreadable: {self.encoder.skipped}")
         self.score(groups)
