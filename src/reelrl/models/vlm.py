@@ -138,12 +138,12 @@ class VLM:
             input_ids=ids,
             attention_mask=torch.ones_like(ids),
             position_ids=pos.expand(3, copies, -1),  # [3, copies, P]
-            past_key_values=DynamicCache(config=self.model.config),
+            cache=DynamicCache(config=self.model.config),
             use_cache=True,
             logits_to_keep=1,  # only the last position's logits: [copies, P, V] would dwarf the KV cache
             **self._vision_kwargs(prompt, vision, copies),
         )
-        return out.logits[:, -1, :], out.past_key_values  # [copies, V]
+        return out.logits[:, -1, :], out.cache  # [copies, V]
 
     def step(self, tokens: Tensor, cache: DynamicCache, prompt: EncodedPrompt, start: int) -> Tensor:
         """Feed ``tokens [N, L]`` at completion offsets ``start..``; returns logits ``[N, L, V]``."""
@@ -153,7 +153,7 @@ class VLM:
             input_ids=tokens,
             attention_mask=torch.ones(n, total, dtype=torch.long, device=tokens.device),  # [N, P+start+L]
             position_ids=self.continuation_positions(prompt, prompt.length + start, length, n),
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
         )
         return out.logits  # [N, L, V]
@@ -170,7 +170,7 @@ class VLM:
             input_ids=tokens,
             attention_mask=attention_mask,
             position_ids=positions.view(1, -1, 1).expand(3, -1, 1),  # [3, N, 1]
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
         )
         return out.logits  # [N, 1, V]
