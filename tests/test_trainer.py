@@ -127,6 +127,16 @@ def test_sft_labels_cover_only_assistant_tokens(recipe_dict, tmp_path):
     assert int(labelled.sum()) < len(ids) // 2
 
 
+def test_sft_max_rows_trains_on_the_first_rows_only(recipe_dict, tmp_path):
+    cfg = config_from_dict(dict(recipe_dict, stages=["sft"], sft=dict(recipe_dict["sft"], batch_size=2, max_rows=3)))
+    model, processor = load_model_and_processor(recipe_dict["model"]["path"])
+    rows = load_jsonl(recipe_dict["data"]["train"])[:8]
+    trainer = SFTTrainer(cfg, VLM(model), processor.tokenizer, PromptEncoder(processor, cfg.video, cfg.prompt.template),
+                         rows, tmp_path / "sft")
+    assert [r.id for r, _ in trainer.rows] == [r.id for r in rows[:3]]
+    assert trainer.steps == 2  # ceil(1 epoch x 3 rows / batch 2)
+
+
 def test_missing_video_and_malformed_row_name_file_and_line(tiny_gym, tmp_path):
     rows = (tiny_gym / "train.jsonl").read_text().splitlines()
     bad = tmp_path / "bad.jsonl"

@@ -120,6 +120,15 @@ class SFTConfig(_Strict):
     epochs: float = Field(1.0, gt=0.0, description="Passes over the training rows (fractions allowed).")
     batch_size: int = Field(8, ge=1, description="Rows per optimizer step.")
     micro_batch_size: int = Field(8, ge=1, description="Rows per forward pass (gradient accumulation).")
+    max_rows: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "Train on the first N training rows only (after data.max_rows): a small chain-of-thought "
+            "cold-start set, while the rl stage uses every row's answer (Video-R1's CoT set is likewise "
+            "a subset of its RL set)."
+        ),
+    )
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-3, warmup_steps=10))
     rows_without_reasoning: Literal["error", "skip", "answer_only"] = Field(
         "error", description="What to do with rows lacking a reasoning trace."

@@ -63,6 +63,7 @@ class SFTTrainer:
                  stage_dir: Path) -> None:
         self.cfg, self.sft = cfg, cfg.sft
         self.vlm, self.encoder, self.stage_dir = vlm, encoder, Path(stage_dir)
+        rows = rows[: self.sft.max_rows] if self.sft.max_rows else rows
         pairs = [(r, target_text(r, self.sft.rows_without_reasoning)) for r in rows]
         self.rows = [(r, t) for r, t in pairs if t is not None]
         if not self.rows:
