@@ -55,3 +55,25 @@ def test_recipe_runs_on_the_tiny_model(name, tiny_gym, tiny_model_dir, tmp_path)
         if cfg.rl.temporal is not None:
             assert "reward/temporal_bonus/mean" in metrics[0] and "temporal/ordered_acc" in metrics[0]
     assert [r["model"] for r in summary["rows"]][-1].endswith("GRPO")
+
+
+def test_base_recipes_merge_under_the_child(tmp_path):
+    from reelrl.config import ConfigError
+
+    (tmp_path / "parent.yaml").write_text(
+        "name: parent\nmodel: {path: /models/x}\ndata: {train: t.jsonl}\nrl: {steps: 7, loss: grpo, optim: {lr: 1.0e-4, grad_clip: 0.5}}\nstages: [sft, rl]\n"
+    )
+    (tmp_path / "child.yaml").write_text(
+        "base: parent.yaml\nname: child\nrl: {loss: dapo, optim: {lr: 3.0e-4}}\nstages: [rl]\n"
+    )
+    cfg = load_recipe(tmp_path / "child.yaml", ["rl.steps=9"])
+    assert cfg.name == "child" and cfg.rl.loss == "dapo" and cfg.stages == ["rl"]  # the child wins, lists replace
+    assert cfg.rl.optim.lr == 3.0e-4 and cfg.rl.optim.grad_clip == 0.5  # mappings merge key by key
+    assert cfg.rl.steps == 9  # overrides apply last
+    assert load_recipe(tmp_path / "parent.yaml").rl.steps == 7
+    (tmp_path / "parent.yaml").write_text("base: child.yaml\nname: parent\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_recipe(tmp_path / "child.yaml")
+    (tmp_path / "child.yaml").write_text("base: nowhere.yaml\nname: child\n")
+    with pytest.raises(ConfigError, match="nowhere"):
+        load_recipe(tmp_path / "child.yaml")

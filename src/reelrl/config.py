@@ -461,15 +461,48 @@ def resolve_recipe(name_or_path: str | Path) -> Path:
     raise ConfigError(f"recipe not found: {name_or_path} (packaged recipes: {', '.join(packaged_recipes())})")
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
-    """Read a recipe YAML (or packaged recipe name), apply dotted overrides, validate."""
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``: mappings merge key by key, anything else (lists too) replaces."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_recipe_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of a recipe file, with its ``base:`` recipe (if any) merged underneath.
+
+    ``base`` names a packaged recipe or a path relative to the recipe file; a
+    recipe then lists only what differs from its base (``base: grpo`` plus the
+    method's ``rl`` fields).
+    """
     path = resolve_recipe(path)
+    if path.resolve() in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, path.resolve()))
+        raise ConfigError(f"{path}: recipe bases form a cycle: {chain}")
     try:
         tree = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path}: a recipe must be a YAML mapping")
+    base = tree.pop("base", None)
+    if base is None:
+        return tree
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base must be a recipe name or path, got {base!r}")
+    rel = path.parent / base
+    try:
+        base_tree = read_recipe_tree(rel if rel.is_file() else base, (*_seen, path.resolve()))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: base {base!r}: {e}") from None
+    return _deep_merge(base_tree, tree)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
+    """Read a recipe YAML (or packaged recipe name) and its bases, apply dotted overrides, validate."""
+    path = resolve_recipe(path)
+    tree = read_recipe_tree(path)
     for key, value in parse_overrides(overrides or []):
         _set_dotted(tree, key, value)
     return config_from_dict(tree, source=str(path))
