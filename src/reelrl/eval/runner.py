@@ -13,9 +13,11 @@ from rich.table import Table
 from reelrl.data.schema import VideoRow
 from reelrl.models.vlm import VLM
 from reelrl.rewards import RewardSpec, compute_rewards
+from reelrl.rewards.extract import extract_tag
 from reelrl.rollout.hf import SamplingParams, decode_groups, prefill_group
 from reelrl.train.progress import progress_bar
 from reelrl.train.prompts import PromptEncoder
+from reelrl.train.verifier import final_claim, normalised_answer
 
 
 @torch.no_grad()
@@ -59,9 +61,10 @@ def evaluate(
     total, per = compute_rewards(reward_specs, texts, cols)  # [N]
     _, metric_cols = compute_rewards([RewardSpec("accuracy", 0.0), RewardSpec("format", 0.0)], texts, cols)
     acc, fmt = metric_cols["accuracy"], metric_cols["format"]  # [N]
-    by_task: dict[str, list[float]] = defaultdict(list)
-    for (row, _, _), a in zip(samples, acc.tolist()):
-        by_task[row.task].append(a)
+    checks = [reasoning_checks(text, row) for row, text, _ in samples]
+    by_task: dict[str, list[tuple[float, dict]]] = defaultdict(list)
+    for (row, _, _), a, c in zip(samples, acc.tolist(), checks):
+        by_task[row.task].append((a, c))
     result = {
         "n": len(samples),
         "skipped": len(rows) - len(samples),
@@ -69,7 +72,9 @@ def evaluate(
         "format": float(fmt.mean()),
         "mean_reward": float(total.mean()),
         "mean_length": sum(n for _, _, n in samples) / len(samples),
-        "per_task": {k: {"n": len(v), "accuracy": sum(v) / len(v)} for k, v in sorted(by_task.items())},
+        **_check_rates(checks),
+        "per_task": {k: {"n": len(v), "accuracy": sum(a for a, _ in v) / len(v), **_check_rates([c for _, c in v])}
+                     for k, v in sorted(by_task.items())},
     }
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -79,10 +84,36 @@ def evaluate(
             for i, (row, text, n) in enumerate(samples):
                 f.write(json.dumps({
                     "id": row.id, "task": row.task, "answer": row.answer, "completion": text, "length": n,
-                    "accuracy": float(acc[i]), "format": float(fmt[i]), "reward": float(total[i]),
+                    "accuracy": float(acc[i]), "format": float(fmt[i]), "reward": float(total[i]), **checks[i],
                     **{f"reward/{k}": float(v[i]) for k, v in per.items()},
                 }) + "\n")
     return result
+
+
+def reasoning_checks(text: str, row: VideoRow) -> dict:
+    """What the reasoning claims versus what the completion answers (choice and numeric rows).
+
+    ``claim``: the last option or number the ``<think>`` text names
+    (:func:`reelrl.train.verifier.final_claim`); ``consistent``: the answer
+    equals that claim; ``claim_correct``: the claim equals the gold answer.
+    Both are None when the reasoning claims nothing checkable. A model whose
+    claims are right but whose answers are not has learned to see, not to answer.
+    """
+    claim = final_claim(extract_tag(text, "think") or "", row)
+    if claim is None:
+        return {"claim": None, "consistent": None, "claim_correct": None}
+    gold = normalised_answer(row.answer, row)
+    return {"claim": claim, "consistent": claim == normalised_answer(extract_tag(text), row),
+            "claim_correct": claim == gold}
+
+
+def _check_rates(checks: list[dict]) -> dict[str, float | None]:
+    """Mean ``consistent`` and ``claim_correct`` over the samples whose reasoning makes a claim."""
+    out: dict[str, float | None] = {}
+    for key in ("consistent", "claim_correct"):
+        vals = [c[key] for c in checks if c[key] is not None]
+        out[key] = sum(vals) / len(vals) if vals else None
+    return out
 
 
 def print_eval(result: dict, title: str = "evaluation", chance: dict[str, float] | None = None) -> None:
@@ -92,11 +123,17 @@ def print_eval(result: dict, title: str = "evaluation", chance: dict[str, float]
     table.add_column("accuracy", justify="right")
     if chance:
         table.add_column("chance", justify="right")
+    table.add_column("claim correct", justify="right")
+    table.add_column("answer = claim", justify="right")
+
+    def rates(v: dict) -> list[str]:
+        return ["-" if v.get(k) is None else f"{v[k]:.3f}" for k in ("claim_correct", "consistent")]
+
     for task, v in result["per_task"].items():
         extra = [f"{chance.get(task, float('nan')):.3f}"] if chance else []
-        table.add_row(task, str(v["n"]), f"{v['accuracy']:.3f}", *extra)
+        table.add_row(task, str(v["n"]), f"{v['accuracy']:.3f}", *extra, *rates(v))
     extra = [f"{sum(chance.values()) / len(chance):.3f}"] if chance else []
-    table.add_row("[bold]all", str(result["n"]), f"[bold]{result['accuracy']:.3f}", *extra)
+    table.add_row("[bold]all", str(result["n"]), f"[bold]{result['accuracy']:.3f}", *extra, *rates(result))
     Console().print(table)
     Console().print(f"format {result['format']:.3f}  mean reward {result['mean_reward']:.3f}  "
                     f"mean length {result['mean_length']:.1f}  skipped {result['skipped']}")

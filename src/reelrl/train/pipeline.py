@@ -248,11 +248,13 @@ class Pipeline:
             per = evals[0]["per_task"]
             n = sum(v["n"] for v in per.values())
             overall = sum(chance.get(t, 0.0) * v["n"] for t, v in per.items()) / max(1, n)
-            rows.append({"model": "chance", "accuracy": overall, "mean_reward": None,
+            rows.append({"model": "chance", "accuracy": overall, "mean_reward": None, "consistent": None,
                          "per_task": {t: chance.get(t) for t in per}})
         for r in evals:
             rows.append({"model": r["label"], "accuracy": r["accuracy"], "mean_reward": r["mean_reward"],
-                         "format": r["format"], "per_task": {t: v["accuracy"] for t, v in r["per_task"].items()}})
+                         "format": r["format"], "consistent": r.get("consistent"),
+                         "claim_correct": r.get("claim_correct"),
+                         "per_task": {t: v["accuracy"] for t, v in r["per_task"].items()}})
         summary = {"recipe": self.cfg.name, "seed": self.cfg.seed, "split": self.cfg.eval.split, "rows": rows}
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         if rows:
@@ -263,12 +265,17 @@ class Pipeline:
         rows = summary["rows"]
         tasks = list(rows[-1]["per_task"])
         table = Table(title=f"{summary['recipe']} (seed {summary['seed']}): held-out {summary['split']} accuracy")
-        for col in ["model", "accuracy", "mean reward", *tasks]:
+        for col in ["model", "accuracy", "mean reward", *tasks, "answer = claim"]:
             table.add_column(col, justify="left" if col == "model" else "right")
-        md = ["| model | accuracy | mean reward | " + " | ".join(tasks) + " |", "|---" * (3 + len(tasks)) + "|"]
+        md = ["| model | accuracy | mean reward | " + " | ".join(tasks) + " | answer = claim |",
+              "|---" * (4 + len(tasks)) + "|"]
+
+        def num(x: float | None) -> str:
+            return "-" if x is None else f"{x:.3f}"
+
         for r in rows:
-            cells = [r["model"], f"{r['accuracy']:.3f}", "-" if r["mean_reward"] is None else f"{r['mean_reward']:.3f}"]
-            cells += [f"{r['per_task'].get(t, float('nan')):.3f}" for t in tasks]
+            cells = [r["model"], num(r["accuracy"]), num(r["mean_reward"])]
+            cells += [f"{r['per_task'].get(t, float('nan')):.3f}" for t in tasks] + [num(r.get("consistent"))]
             table.add_row(*cells)
             md.append("| " + " | ".join(cells) + " |")
         Console().print(table)
