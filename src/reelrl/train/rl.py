@@ -7,8 +7,9 @@ through hooks (:mod:`reelrl.train.hooks`: ``rl.row_source``, ``rl.augment``,
 
 1. the row source hands out B rows; hooks may rewrite each row or its frames;
    decode the videos and encode the prompts (``decode``);
-2. run the vision tower once per prompt (``encode``) and sample G completions
-   from one prefill whose KV cache is forked G ways (``rollout``);
+2. run the vision tower once per prompt (``encode``), prefill each prompt once
+   and fork its KV cache G ways; the B x G completions of the step decode in
+   one batch (``rollout``);
 3. score completions with the reward registry; after-score hooks (re-rollouts,
    T-GRPO bonus, reward shaping); the row source observes the results; the
    group filter drops groups (more batches refill it when configured);
