@@ -326,6 +326,15 @@ class RecipeConfig(_Strict):
     seed: int = 0
     output_dir: str = Field("runs/{name}-seed{seed}", description="Run directory; {name} and {seed} are filled in.")
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1'.")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description=(
+            "CPU threads of torch's intra-op pool (torch.set_num_threads); null = torch's default. The tiny "
+            "model's matrices are too small to split: 1 thread ran its GRPO steps faster than 2 on 2 cores, "
+            "and fixes the float summation order, so a run repeats exactly on any machine."
+        ),
+    )
     stages: list[str] = Field(default_factory=lambda: ["rl"], description=f"Stages run by `train`, from {STAGES}.")
     model: ModelConfig
     data: DataConfig = Field(default_factory=DataConfig)

@@ -115,6 +115,8 @@ class Pipeline:
         self.cfg = cfg
         self.run_dir = cfg.run_dir()
         self.device = resolve_device(cfg.device)
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
         self.model_path = model_path or cfg.model.path
         self.console = Console()
 
