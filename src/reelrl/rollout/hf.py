@@ -231,8 +231,6 @@ def generate_group(
 
     ``share_prefix=False`` is the naive baseline (see :func:`prefill_group`).
     """
-    if generators is not None and len(generators) != n:
-        raise ValueError(f"need {n} generators, got {len(generators)}")
     return decode_groups(vlm, [prefill_group(vlm, prompt, n, vision, share_prefix)], params, [generators])[0]
 
 
