@@ -331,8 +331,8 @@ class RecipeConfig(_Strict):
         ge=1,
         description=(
             "CPU threads of torch's intra-op pool (torch.set_num_threads); null = torch's default. The tiny "
-            "model's matrices are too small to split: 1 thread ran its GRPO steps faster than 2 on 2 cores, "
-            "and fixes the float summation order, so a run repeats exactly on any machine."
+            "model's matrices are too small to split: 1 thread ran its GRPO steps faster than 2 on 2 cores. "
+            "Results at one seed still depend on the thread setup (float summation order)."
         ),
     )
     stages: list[str] = Field(default_factory=lambda: ["rl"], description=f"Stages run by `train`, from {STAGES}.")
