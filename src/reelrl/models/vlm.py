@@ -146,34 +146,30 @@ class VLM:
         return out.logits[:, -1, :], out.cache  # [copies, V]
 
     def step(self, tokens: Tensor, cache: DynamicCache, prompt: EncodedPrompt, start: int) -> Tensor:
-        """Feed ``tokens [N, L]`` at completion offsets ``start..``; returns logits ``[N, L, V]``."""
+        """Feed ``tokens [N, L]`` of one prompt at completion offsets ``start..``; returns logits ``[N, L, V]``."""
         n, length = tokens.shape
-        total = prompt.length + start + length
+        first = torch.full((n,), prompt.length + start + self.positions(prompt)[1], device=tokens.device)  # [N]
+        mask = torch.ones(n, prompt.length + start + length, dtype=torch.long, device=tokens.device)  # [N, P+start+L]
+        return self.decode_step(tokens, cache, first, mask)
+
+    def decode_step(self, tokens: Tensor, cache: DynamicCache, positions: Tensor, attention_mask: Tensor) -> Tensor:
+        """Feed ``tokens [N, L]`` after a cached prefix, possibly a left-padded multi-prompt batch.
+
+        ``positions [N]``: each row's text position of its first new token (its
+        prompt's length plus RoPE offset plus the tokens already decoded);
+        ``attention_mask [N, K + L]``: 0 on the padding before each shorter
+        prompt, K = cache length. Returns logits ``[N, L, V]``.
+        """
+        length = tokens.shape[1]
+        pos = positions.view(-1, 1) + torch.arange(length, device=tokens.device)  # [N, L]
         out = self.model(
             input_ids=tokens,
-            attention_mask=torch.ones(n, total, dtype=torch.long, device=tokens.device),  # [N, P+start+L]
-            position_ids=self.continuation_positions(prompt, prompt.length + start, length, n),
+            attention_mask=attention_mask,
+            position_ids=pos.unsqueeze(0).expand(3, -1, -1),  # [3, N, L]
             cache=cache,
             use_cache=True,
         )
         return out.logits  # [N, L, V]
-
-    def decode_step(self, tokens: Tensor, cache: DynamicCache, positions: Tensor, attention_mask: Tensor) -> Tensor:
-        """Feed one token per row of a (possibly left-padded, multi-prompt) decode batch.
-
-        ``tokens [N, 1]``; ``positions [N]``: each row's text position (its
-        prompt's length plus RoPE offset plus the step); ``attention_mask
-        [N, K]``: 0 on the padding before each shorter prompt, K = cache length
-        + 1. Returns logits ``[N, 1, V]``.
-        """
-        out = self.model(
-            input_ids=tokens,
-            attention_mask=attention_mask,
-            position_ids=positions.view(1, -1, 1).expand(3, -1, 1),  # [3, N, 1]
-            cache=cache,
-            use_cache=True,
-        )
-        return out.logits  # [N, 1, V]
 
     def completion_logits(
         self, prompt: EncodedPrompt, completions: Tensor, vision=None, share_prefix: bool = True

@@ -1,8 +1,11 @@
 """KV-cache rollouts with transformers models: prefill the shared prompt once, fork it G ways.
 
-Each of the G sequences draws its random numbers from its own ``torch.Generator``,
-so a batched group and G separate single-sequence generations with the same
-generators produce the same tokens (greedy decoding is exact by construction).
+:func:`prefill_group` runs one prompt; :func:`decode_groups` decodes the
+completions of several prefilled prompts in one batch (their caches
+left-padded and stacked). Each sequence draws its random numbers from its own
+``torch.Generator``, so a batched group and G separate single-sequence
+generations with the same generators produce the same tokens (greedy decoding
+is exact by construction).
 """
 
 from __future__ import annotations
