@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,6 +23,7 @@ from reelrl.train.groups import PromptView
 from reelrl.train.hooks import GroupFilter
 from reelrl.train.pipeline import Pipeline, load_rows
 from reelrl.train.prompts import PromptEncoder
+from reelrl.train import rl as rl_module
 from reelrl.train.rl import RLTrainer
 from reelrl.video.transforms import mask_span
 
@@ -168,7 +170,7 @@ def test_token_weights_are_set_detached_and_match_the_formula(recipe_dict, tmp_p
     t.advantages(groups)
     t.reference_pass(groups)
     with torch.no_grad():
-        expected = [tw_grpo_weights_from_logits(t._policy_logp(g, grad=False)[1], g.rollout.mask, 1.5, group_size=4)
+        expected = [tw_grpo_weights_from_logits(t._policy_logp([g], grad=False)[0][1], g.rollout.mask, 1.5, group_size=4)
                     for g in groups]
     seen = []
     real = LOSSES.get("tw_grpo")
@@ -287,3 +289,36 @@ def test_resume_is_exact_with_a_stateful_row_source_and_augment(recipe_dict, tmp
     state = torch.load(sorted((tmp_path / "part" / "0-rl").glob("checkpoint-*"))[-1] / "trainer_state.pt",
                        weights_only=False)["sampler"]
     assert state["source"]["kind"] == "filter_all_correct" and len(state["hooks"]["augment"][0]["buffer"]["buffer"]) == 3
+
+
+@pytest.mark.parametrize("loss,extra", [("grpo", {}), ("tw_grpo", {"token_weights": {"alpha": 1.5}})])
+def test_batched_update_gives_the_gradients_of_one_group_per_pass(recipe_dict, tmp_path, monkeypatch, loss, extra):
+    """rl.update_batch only changes how many groups share a forward pass, not the update."""
+    monkeypatch.setitem(reward_functions.REWARDS._items, "accuracy", _odd_length_accuracy)
+    t = _trainer(recipe_dict, tmp_path, loss=loss, mini_batches=2, prompts_per_step=4, max_new_tokens=12,
+                 rewards=[{"name": "accuracy"}], **extra)
+    groups, _ = t.gather()
+    assert len(groups) == 4 and len({g.prompt.length for g in groups}) > 1  # left padding is exercised
+    t.advantages(groups)
+    t.reference_pass(groups)
+    start = {k: v.clone() for k, v in t.vlm.model.state_dict().items()}
+    opt_state = copy.deepcopy(t.opt.state_dict())
+    grads: list[list[torch.Tensor]] = []
+    real_clip = rl_module.clip_and_norm
+
+    def recording_clip(params, max_norm):  # the gradients of each optimizer step (Adam would amplify rounding)
+        grads[-1].append(torch.cat([p.grad.flatten() for p in params if p.grad is not None]))
+        return real_clip(params, max_norm)
+
+    monkeypatch.setattr(rl_module, "clip_and_norm", recording_clip)
+    for size in (1, len(groups)):
+        t.vlm.model.load_state_dict(start)
+        t.opt.load_state_dict(copy.deepcopy(opt_state))
+        t.rl.update_batch = size
+        grads.append([])
+        t.update(groups)
+    one, many = grads
+    assert len(one) == len(many) == 2  # two mini-batches, two optimizer steps
+    for a, b in zip(one, many):
+        assert a.abs().max() > 0
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)

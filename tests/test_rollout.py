@@ -210,3 +210,42 @@ def test_prompts_of_different_lengths_decode_together_as_alone(setup, share_pref
     assert any(int(r.lengths.min()) != int(r.lengths.max()) or r.truncated.any() for r in together)
     with pytest.raises(ValueError, match="every prompt or for none"):
         decode_groups(vlm, [prefill_group(vlm, p, 1) for p in prompts[:2]], params, [None, make_generators(0, 1)])
+
+
+def test_many_prompt_logprobs_and_gradients_equal_one_prompt_passes(setup):
+    """Prompts of different lengths, group sizes and completion widths in one left-padded update pass."""
+    vlm, processor, enc, rows = setup
+    by_len = {}
+    for r in rows:
+        p = enc.encode(r)
+        by_len.setdefault(p.length, p)
+    prompts = list(by_len.values())[:3]
+    assert len({p.length for p in prompts}) == 3  # the padding is exercised
+    params = _params(processor, max_new_tokens=6, temperature=1.0)
+    comps = [generate_group(vlm, p, n, params, make_generators(40 + n, n)).tokens for p, n in zip(prompts, (3, 2, 4))]
+    comps[1] = comps[1][:, :2]  # a narrower completion block than the others
+    masks = [torch.rand(c.shape, generator=torch.Generator().manual_seed(i)) for i, c in enumerate(comps)]
+    results = []
+    for many in (True, False):
+        vlm.model.zero_grad()
+        visions = [vlm.encode_vision(p) for p in prompts]  # with gradient: the vision tower trains here
+        if many:
+            logits = vlm.completion_logits_many(prompts, comps, visions)
+        else:
+            logits = [vlm.completion_logits(p, c, v) for p, c, v in zip(prompts, comps, visions)]
+        logps = [token_logprobs(lg, c) for lg, c in zip(logits, comps)]  # [G_i, T_i]
+        sum((lp * m).sum() for lp, m in zip(logps, masks)).backward()
+        grads = {n: p.grad.clone() for n, p in vlm.model.named_parameters() if p.grad is not None}
+        results.append(([lp.detach() for lp in logps], grads))
+    (many_lp, many_g), (one_lp, one_g) = results
+    for a, b in zip(many_lp, one_lp):
+        assert a.shape == b.shape
+        assert torch.allclose(a, b, atol=1e-5)
+    assert many_g.keys() == one_g.keys() and any("visual" in n for n in many_g)
+    for n in many_g:
+        assert torch.allclose(many_g[n], one_g[n], atol=1e-5, rtol=1e-4), n
+    with torch.no_grad():  # pixels instead of cached embeddings take the same path
+        pix = vlm.completion_logits_many(prompts, comps, None)
+    for a, c, b in zip(pix, comps, many_lp):
+        assert torch.allclose(token_logprobs(a, c), b, atol=1e-5)
+    vlm.model.zero_grad()

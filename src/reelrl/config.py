@@ -221,6 +221,16 @@ class RLConfig(_Strict):
             "do not fit in memory; the tokens do not change."
         ),
     )
+    update_batch: int = Field(
+        1,
+        ge=1,
+        description=(
+            "Groups per forward/backward pass of the update and of the old/reference log-prob passes: their "
+            "prompts prefill in one left-padded batch and all their completions run together (needs "
+            "share_prefix). More is faster on small models; activations grow with it. Gradients do not change "
+            "(up to float rounding)."
+        ),
+    )
     prefetch: bool = Field(
         True, description="Decode and encode a step's rows in a background thread while earlier rows roll out."
     )

@@ -81,11 +81,28 @@ class VLM:
     @staticmethod
     def repeat_vision(vision: dict[str, BaseModelOutputWithPooling], n: int) -> dict[str, BaseModelOutputWithPooling]:
         """The same video's embeddings for ``n`` copies of the prompt (no recomputation)."""
+        return VLM.merge_vision([vision] * n)
+
+    @staticmethod
+    def merge_vision(visions: list[dict[str, BaseModelOutputWithPooling]]) -> dict[str, BaseModelOutputWithPooling]:
+        """The embeddings of several prompts' videos, in batch order, as one ``mm_encoder_outputs``.
+
+        Per-video fields (``pooler_output``: a tuple with one ``[tokens, D]``
+        tensor per video; Qwen3-VL's ``deepstack_features``: one such tuple per
+        layer) are concatenated video after video; the model scatters them into
+        the placeholders of the batch in row-major order.
+        """
+        if len(visions) == 1:
+            return visions[0]
         out = {}
-        for k, v in vision.items():
-            pooled = tuple(v.pooler_output) * n  # n x ([tokens, D],)
-            extra = {kk: vv for kk, vv in v.items() if kk not in ("pooler_output", "last_hidden_state")}
-            out[k] = BaseModelOutputWithPooling(pooler_output=pooled, **extra)
+        for kind, first in visions[0].items():
+            parts = [v[kind] for v in visions]
+            fields = {}
+            for name in first.keys():
+                if name == "last_hidden_state":  # the unsplit tower output: not read once pooled
+                    continue
+                fields[name] = _concat_videos([p[name] for p in parts])
+            out[kind] = type(first)(**fields)
         return out
 
     # --------------------------------------------------------------- positions
@@ -115,6 +132,78 @@ class VLM:
         return pos.view(1, 1, -1).expand(3, batch, -1)  # [3, batch, length]
 
     # ----------------------------------------------------------------- forward
+    def prefill_batch(self, prompts: list[EncodedPrompt], visions: list | None = None) -> "BatchPrefill":
+        """Run several prompts in one left-padded forward pass (with gradient when enabled).
+
+        ``visions[i]`` are prompt i's cached embeddings or None (then its
+        video is encoded here). The padding is masked out and never a vision
+        placeholder. Returns the last-position logits ``[B, V]``, the KV cache
+        (batch B, ``P_max`` positions), its attention mask ``[B, P_max]`` and
+        the text position of each prompt's first completion token ``[B]``.
+        """
+        if len(prompts) == 1:
+            last, cache = self.prefill(prompts[0], visions[0] if visions else None)  # [1, V]
+            mask = torch.ones(1, prompts[0].length, dtype=torch.long, device=last.device)  # [1, P]
+            start = torch.tensor([prompts[0].length + self.positions(prompts[0])[1]], device=last.device)  # [1]
+            return BatchPrefill(last, cache, mask, start)
+        visions = visions if visions is not None else [None] * len(prompts)
+        visions = [v if v is not None else self.encode_vision(p) for p, v in zip(prompts, visions)]
+        width = max(p.length for p in prompts)
+        device = prompts[0].input_ids.device
+        n = len(prompts)
+        ids = torch.empty(n, width, dtype=torch.long, device=device)  # [B, P_max]
+        pos = torch.zeros(3, n, width, dtype=torch.long, device=device)  # [3, B, P_max]
+        mask = torch.zeros(n, width, dtype=torch.long, device=device)  # [B, P_max]
+        for i, p in enumerate(prompts):
+            pad = width - p.length
+            ids[i, :pad] = p.input_ids[0, 0]  # the prompt's first (chat) token: never a vision placeholder
+            ids[i, pad:] = p.input_ids[0]
+            pos[:, i, pad:] = self.positions(p)[0][:, 0]
+            mask[i, pad:] = 1
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=pos,
+            cache=DynamicCache(config=self.model.config),
+            use_cache=True,
+            logits_to_keep=1,
+            mm_encoder_outputs=self.merge_vision(visions),
+        )
+        start = torch.tensor([p.length + self.positions(p)[1] for p in prompts], device=device)  # [B]
+        return BatchPrefill(out.logits[:, -1, :], out.cache, mask, start)  # [B, V]
+
+    def completion_logits_many(
+        self, prompts: list[EncodedPrompt], completions: list[Tensor], visions: list | None = None
+    ) -> list[Tensor]:
+        """:meth:`completion_logits` of several prompts in two forward passes (shared prefixes).
+
+        All prompts prefill in one left-padded batch (:meth:`prefill_batch`);
+        each cache is forked to its completions ``completions[i] [G_i, T_i]``
+        and all ``sum G_i`` completions run in one batch (right-padded to the
+        longest). Gradients flow back through every prefix. Returns
+        ``[G_i, T_i, V]`` per prompt, equal to the one-prompt passes up to
+        float rounding.
+        """
+        pre = self.prefill_batch(prompts, visions)
+        sizes = [int(c.shape[0]) for c in completions]
+        device = pre.logits.device
+        rows = torch.repeat_interleave(torch.arange(len(prompts), device=device), torch.tensor(sizes, device=device))  # [N]
+        width = max(int(c.shape[1]) for c in completions)
+        toks = torch.zeros(len(rows), width, dtype=torch.long, device=device)  # [N, T_max]
+        r = 0
+        for c in completions:
+            toks[r : r + c.shape[0], : c.shape[1]] = c
+            r += c.shape[0]
+        first = pre.logits[rows].unsqueeze(1)  # [N, 1, V]
+        if width > 1:
+            pre.cache.batch_select_indices(rows)
+            mask = torch.cat([pre.mask[rows], torch.ones(len(rows), width - 1, dtype=pre.mask.dtype, device=device)], 1)
+            rest = self.decode_step(toks[:, :-1], pre.cache, pre.start[rows], mask)  # [N, T_max-1, V]
+            logits = torch.cat([first, rest], dim=1)  # [N, T_max, V]
+        else:
+            logits = first
+        return [lg[:, : c.shape[1]] for lg, c in zip(logits.split(sizes), completions)]  # [G_i, T_i, V]
+
     def _vision_kwargs(self, prompt: EncodedPrompt, vision, n: int) -> dict:
         """Either cached embeddings (``mm_encoder_outputs``) or raw pixels for ``n`` prompt copies."""
         if vision is not None:
@@ -203,6 +292,28 @@ class VLM:
             **self._vision_kwargs(prompt, vision, g),
         )
         return out.logits[:, :-1, :]  # [G, T, V]
+
+
+@dataclass
+class BatchPrefill:
+    """Several prompts prefilled in one left-padded batch (see :meth:`VLM.prefill_batch`)."""
+
+    logits: Tensor  # [B, V] next-token logits after each prompt
+    cache: DynamicCache  # batch B, P_max positions
+    mask: Tensor  # [B, P_max] 0 on left padding
+    start: Tensor  # [B] text position of each prompt's first completion token
+
+
+def _concat_videos(values: list):
+    """Concatenate one per-video field over several prompts (see :meth:`VLM.merge_vision`)."""
+    first = values[0]
+    if isinstance(first, Tensor):
+        return torch.cat(values)
+    if isinstance(first, (tuple, list)) and first and isinstance(first[0], (tuple, list)):
+        return [tuple(t for v in layer for t in v) for layer in zip(*values)]  # per layer, video after video
+    if isinstance(first, (tuple, list)):
+        return tuple(t for v in values for t in v)
+    return first
 
 
 def token_logprobs(logits: Tensor, tokens: Tensor, temperature: float = 1.0) -> Tensor:

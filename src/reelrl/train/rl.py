@@ -227,22 +227,33 @@ class RLTrainer:
             g.advantages = a  # [G]
 
     # ------------------------------------------------------------- log-probs
-    def _policy_logp(self, g: Group, grad: bool) -> tuple[Tensor, Tensor]:
-        vision = g.vision
-        if grad and self.vision_trainable and g.vision is not None:
-            vision = self.vlm.encode_vision(g.prompt)  # recompute once per prompt, with gradient
-        logits = self.vlm.completion_logits(g.prompt, g.rollout.tokens, vision, self.rl.share_prefix)  # [G, T, V]
-        return token_logprobs(logits, g.rollout.tokens, self.rl.temperature), logits  # [G, T]
+    def _chunks(self, groups: list[Group]) -> list[list[Group]]:
+        """``groups`` in runs of ``rl.update_batch`` (one forward pass each); one per group without shared prefixes."""
+        size = self.rl.update_batch if self.rl.share_prefix else 1
+        return [groups[s : s + size] for s in range(0, len(groups), size)]
+
+    def _policy_logp(self, groups: list[Group], grad: bool) -> list[tuple[Tensor, Tensor]]:
+        """Token log-probs ``[G, T]`` and logits ``[G, T, V]`` of each group's completions, in one pass."""
+        visions = [g.vision for g in groups]
+        if grad and self.vision_trainable:  # recompute once per prompt, with gradient
+            visions = [self.vlm.encode_vision(g.prompt) if v is not None else None for g, v in zip(groups, visions)]
+        tokens = [g.rollout.tokens for g in groups]
+        if len(groups) == 1:
+            logits = [self.vlm.completion_logits(groups[0].prompt, tokens[0], visions[0], self.rl.share_prefix)]
+        else:
+            logits = self.vlm.completion_logits_many([g.prompt for g in groups], tokens, visions)
+        return [(token_logprobs(lg, t, self.rl.temperature), lg) for lg, t in zip(logits, tokens)]  # [G, T], [G, T, V]
 
     def reference_pass(self, groups: list[Group]) -> None:
         needs_old = self.rl.mini_batches > 1 or self.rl.ppo_epochs > 1
         with self.timer("logprob"), torch.no_grad():
-            for g in groups:
-                if needs_old:
-                    g.old_logp, logits = self._policy_logp(g, grad=False)  # [G, T], [G, T, V]
+            for chunk in self._chunks(groups) if needs_old else []:
+                for g, (old_logp, logits) in zip(chunk, self._policy_logp(chunk, grad=False)):  # [G, T], [G, T, V]
+                    g.old_logp = old_logp
                     if self.hooks.token_weights is not None:
                         g.token_weights = self.hooks.token_weights(logits, g.rollout.mask, self.rl.group_size)
-                if self.reference is not None and self.rl.beta > 0:
+            if self.reference is not None and self.rl.beta > 0:
+                for g in groups:
                     g.ref_logp = self.reference.logprobs(
                         g, self.rl.temperature, self.rl.share_prefix, not self.vision_trainable
                     )
@@ -250,7 +261,6 @@ class RLTrainer:
     # ---------------------------------------------------------------- update
     def update(self, groups: list[Group]) -> dict[str, float]:
         self.vlm.model.train()
-        loss_fn = LOSSES.get(self.rl.loss)
         sums: dict[str, float] = {}
         n_mb = self.rl.mini_batches
         per_mb = math.ceil(len(groups) / n_mb)
@@ -258,40 +268,14 @@ class RLTrainer:
         for _ in range(self.rl.ppo_epochs):
             for start in range(0, len(groups), per_mb):
                 mb = groups[start : start + per_mb]
-                num_tokens = max(1.0, float(sum(g.loss_mask.sum() for g in mb)))
-                num_seqs = float(sum(g.rollout.mask.shape[0] for g in mb))
-                for g in mb:
-                    logp, logits = self._policy_logp(g, grad=True)  # [G, T]
-                    if self.hooks.token_weights is not None and g.token_weights is None:
-                        # single on-policy update: the current logits are the behaviour logits
-                        g.token_weights = self.hooks.token_weights(logits, g.rollout.mask, self.rl.group_size)
-                    batch = PolicyBatch(
-                        logp=logp,
-                        old_logp=g.old_logp if g.old_logp is not None else logp.detach(),
-                        ref_logp=g.ref_logp,
-                        advantages=g.advantages.to(logp.device),
-                        mask=g.loss_mask,
-                        token_weights=g.token_weights,
-                        group_size=self.rl.group_size,
-                    )
-                    out = loss_fn(
-                        batch,
-                        num_tokens=num_tokens,
-                        num_seqs=num_seqs,
-                        max_len=self.rl.max_new_tokens,
-                        beta=self.rl.beta,
-                        kl_estimator=self.rl.kl_estimator,
-                        **self.rl.loss_kwargs,
-                    )
-                    if not torch.isfinite(out.loss):
-                        raise FloatingPointError(
-                            f"step {self.step_idx}: non-finite loss {float(out.loss)} on row {g.row.id} "
-                            f"(rewards {g.rewards.tolist()}, advantages {g.advantages.tolist()})"
-                        )
-                    out.loss.backward()
-                    ent = token_entropy(logits)  # [G, T]
-                    m = g.loss_mask
-                    _acc(sums, {**out.metrics, "entropy": float((ent * m).sum() / m.sum().clamp_min(1))}, len(mb))
+                norms = {
+                    "num_tokens": max(1.0, float(sum(g.loss_mask.sum() for g in mb))),
+                    "num_seqs": float(sum(g.rollout.mask.shape[0] for g in mb)),
+                }
+                for chunk in self._chunks(mb):
+                    losses = [self._group_loss(g, logp, logits, norms, sums, len(mb))
+                              for g, (logp, logits) in zip(chunk, self._policy_logp(chunk, grad=True))]
+                    torch.stack(losses).sum().backward()
                 grad_norms.append(clip_and_norm(self.params, self.rl.optim.grad_clip))
                 self.opt.step()
                 self.sched.step()
@@ -300,6 +284,40 @@ class RLTrainer:
         out = {f"loss/{k}": v / n_updates for k, v in sums.items()}
         out["grad_norm"] = float(np.mean(grad_norms))
         return out
+
+    def _group_loss(
+        self, g: Group, logp: Tensor, logits: Tensor, norms: dict[str, float], sums: dict[str, float], n_mb: int
+    ) -> Tensor:
+        """The policy loss of one group (global normalisers ``norms``); adds its metrics to ``sums``."""
+        if self.hooks.token_weights is not None and g.token_weights is None:
+            # single on-policy update: the current logits are the behaviour logits
+            g.token_weights = self.hooks.token_weights(logits, g.rollout.mask, self.rl.group_size)
+        batch = PolicyBatch(
+            logp=logp,  # [G, T]
+            old_logp=g.old_logp if g.old_logp is not None else logp.detach(),  # [G, T]
+            ref_logp=g.ref_logp,
+            advantages=g.advantages.to(logp.device),  # [G]
+            mask=g.loss_mask,  # [G, T]
+            token_weights=g.token_weights,
+            group_size=self.rl.group_size,
+        )
+        out = LOSSES.get(self.rl.loss)(
+            batch,
+            **norms,
+            max_len=self.rl.max_new_tokens,
+            beta=self.rl.beta,
+            kl_estimator=self.rl.kl_estimator,
+            **self.rl.loss_kwargs,
+        )
+        if not torch.isfinite(out.loss):
+            raise FloatingPointError(
+                f"step {self.step_idx}: non-finite loss {float(out.loss)} on row {g.row.id} "
+                f"(rewards {g.rewards.tolist()}, advantages {g.advantages.tolist()})"
+            )
+        ent = token_entropy(logits)  # [G, T]
+        m = g.loss_mask  # [G, T]
+        _acc(sums, {**out.metrics, "entropy": float((ent * m).sum() / m.sum().clamp_min(1))}, n_mb)
+        return out.loss
 
     # ------------------------------------------------------------------ loop
     def train_step(self) -> dict[str, float]:
