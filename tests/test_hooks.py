@@ -165,7 +165,7 @@ def _base_rewards(t: RLTrainer, g) -> torch.Tensor:
 
 
 def test_token_weights_are_set_detached_and_match_the_formula(recipe_dict, tmp_path, monkeypatch):
-    t = _trainer(recipe_dict, tmp_path, loss="tw_grpo", token_weights={"alpha": 1.5})
+    t = _trainer(recipe_dict, tmp_path, loss="tw_grpo", token_weights={"alpha": 1.5}, skip_zero_advantage=False)
     groups, _ = t.gather()
     t.advantages(groups)
     t.reference_pass(groups)
@@ -293,13 +293,14 @@ def test_resume_is_exact_with_a_stateful_row_source_and_augment(recipe_dict, tmp
 
 @pytest.mark.parametrize("loss,extra", [("grpo", {}), ("tw_grpo", {"token_weights": {"alpha": 1.5}})])
 def test_batched_update_gives_the_gradients_of_one_group_per_pass(recipe_dict, tmp_path, monkeypatch, loss, extra):
-    """rl.update_batch only changes how many groups share a forward pass, not the update."""
+    """rl.update_batch and rl.skip_zero_advantage change how the update is computed, not what it is."""
     monkeypatch.setitem(reward_functions.REWARDS._items, "accuracy", _odd_length_accuracy)
     t = _trainer(recipe_dict, tmp_path, loss=loss, mini_batches=2, prompts_per_step=4, max_new_tokens=12,
                  rewards=[{"name": "accuracy"}], **extra)
     groups, _ = t.gather()
     assert len(groups) == 4 and len({g.prompt.length for g in groups}) > 1  # left padding is exercised
     t.advantages(groups)
+    groups[1].advantages = torch.zeros_like(groups[1].advantages)  # a group the update may leave out
     t.reference_pass(groups)
     start = {k: v.clone() for k, v in t.vlm.model.state_dict().items()}
     opt_state = copy.deepcopy(t.opt.state_dict())
@@ -311,12 +312,14 @@ def test_batched_update_gives_the_gradients_of_one_group_per_pass(recipe_dict, t
         return real_clip(params, max_norm)
 
     monkeypatch.setattr(rl_module, "clip_and_norm", recording_clip)
-    for size in (1, len(groups)):
+    skipped = []
+    for size, skip in ((1, False), (len(groups), True)):
         t.vlm.model.load_state_dict(start)
         t.opt.load_state_dict(copy.deepcopy(opt_state))
-        t.rl.update_batch = size
+        t.rl.update_batch, t.rl.skip_zero_advantage = size, skip
         grads.append([])
-        t.update(groups)
+        skipped.append(t.update(groups)["batch/skipped_groups"])
+    assert skipped == [0, 1]
     one, many = grads
     assert len(one) == len(many) == 2  # two mini-batches, two optimizer steps
     for a, b in zip(one, many):

@@ -755,3 +755,24 @@ def test_tw_weights_feed_the_tw_grpo_loss() -> None:
     # on-policy (ratio 1): d loss / d logp_it = -A_i * w_t / T / N
     expected = -torch.tensor([1.0, -1.0, 0.5, -0.5], dtype=torch.float64)[:, None] * w.double() / 5 / 4
     close(logp.grad, expected, tol=1e-6)
+
+
+def test_advantage_weighted_losses_give_no_gradient_at_zero_advantage() -> None:
+    """The trait the trainer's rl.skip_zero_advantage relies on, checked off the ratio 1 point too."""
+    names = [n for n in LOSSES.names() if LOSSES.trait(n, "advantage_weighted", False)]
+    assert set(names) == {"grpo", "dapo", "dr_grpo", "tw_grpo", "gspo"}
+    c = random_case(0)
+    t = c["mask"].shape[1]
+    for name in names:
+        logp = leaf(c["logp"])
+        batch = PolicyBatch(logp=logp, old_logp=c["old"], advantages=torch.zeros(c["mask"].shape[0]),
+                            mask=c["mask"], token_weights=c["weights"] if name == "tw_grpo" else None)
+        LOSSES.get(name)(batch, beta=0.0, max_len=t).loss.backward()
+        assert torch.equal(logp.grad, torch.zeros_like(logp)), name
+    # reg_grpo is not one: off-policy, its regression target pulls the ratio back even at A = 0
+    logp = leaf(c["logp"])
+    batch = PolicyBatch(logp=logp, old_logp=c["old"], advantages=torch.zeros(c["mask"].shape[0]), mask=c["mask"],
+                        group_size=2)
+    LOSSES.get("reg_grpo")(batch, beta=0.0).loss.backward()
+    assert logp.grad.abs().max() > 0
+    assert LOSSES.trait("reg_grpo", "advantage_weighted", False) is False

@@ -231,6 +231,15 @@ class RLConfig(_Strict):
             "(up to float rounding)."
         ),
     )
+    skip_zero_advantage: bool = Field(
+        True,
+        description=(
+            "Leave out of the update's forward/backward passes the groups whose advantages are all zero when "
+            "beta = 0 and the loss is advantage-weighted (every GRPO-family surrogate but reg_grpo): their "
+            "gradient is exactly zero, so the update is unchanged; only the entropy / clip metrics then cover "
+            "the other groups. The normalisers (token and sequence counts) still include them."
+        ),
+    )
     prefetch: bool = Field(
         True, description="Decode and encode a step's rows in a background thread while earlier rows roll out."
     )

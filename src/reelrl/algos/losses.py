@@ -18,6 +18,12 @@ Masked positions (mask == 0) never influence the loss or the gradient, even
 when they hold NaN/inf garbage: every input is passed through ``torch.where``
 before any arithmetic. All maths runs in float32 whatever the input dtype.
 
+Losses registered with ``advantage_weighted=True`` multiply every policy term
+by the advantage: with ``beta = 0`` a sequence of zero advantage adds exactly
+nothing to the gradient, whatever its ratio, so the trainer may skip it
+(``rl.skip_zero_advantage``). Reg-GRPO is not one (it regresses the ratio
+onto the advantage).
+
 Metrics: ``pg_loss`` / ``kl_loss`` / ``reg_loss`` are contributions to the loss
 (with the same normalisation, so they sum over micro-batches like the loss);
 rate metrics (``clip_frac*``, ``ratio_mean``, ``kl``) are token means over the
@@ -351,7 +357,7 @@ def _token_ratio(c: _Clean) -> Tensor:
 # ----------------------------------------------------------------------- losses
 
 
-@LOSSES.register("grpo")
+@LOSSES.register("grpo", advantage_weighted=True)
 def grpo_loss(
     batch: PolicyBatch,
     *,
@@ -379,7 +385,7 @@ def grpo_loss(
     )
 
 
-@LOSSES.register("dapo")
+@LOSSES.register("dapo", advantage_weighted=True)
 def dapo_loss(
     batch: PolicyBatch,
     *,
@@ -405,7 +411,7 @@ def dapo_loss(
     )
 
 
-@LOSSES.register("dr_grpo")
+@LOSSES.register("dr_grpo", advantage_weighted=True)
 def dr_grpo_loss(
     batch: PolicyBatch,
     *,
@@ -433,7 +439,7 @@ def dr_grpo_loss(
     )
 
 
-@LOSSES.register("tw_grpo")
+@LOSSES.register("tw_grpo", advantage_weighted=True)
 def tw_grpo_loss(
     batch: PolicyBatch,
     *,
@@ -464,7 +470,7 @@ def tw_grpo_loss(
     )
 
 
-@LOSSES.register("gspo")
+@LOSSES.register("gspo", advantage_weighted=True)
 def gspo_loss(
     batch: PolicyBatch,
     *,

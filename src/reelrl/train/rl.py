@@ -264,7 +264,7 @@ class RLTrainer:
         sums: dict[str, float] = {}
         n_mb = self.rl.mini_batches
         per_mb = math.ceil(len(groups) / n_mb)
-        grad_norms = []
+        grad_norms, skipped = [], 0
         for _ in range(self.rl.ppo_epochs):
             for start in range(0, len(groups), per_mb):
                 mb = groups[start : start + per_mb]
@@ -272,10 +272,15 @@ class RLTrainer:
                     "num_tokens": max(1.0, float(sum(g.loss_mask.sum() for g in mb))),
                     "num_seqs": float(sum(g.rollout.mask.shape[0] for g in mb)),
                 }
-                for chunk in self._chunks(mb):
-                    losses = [self._group_loss(g, logp, logits, norms, sums, len(mb))
+                active = [g for g in mb if not self._inert(g)]
+                for chunk in self._chunks(active):
+                    losses = [self._group_loss(g, logp, logits, norms, sums, len(active))
                               for g, (logp, logits) in zip(chunk, self._policy_logp(chunk, grad=True))]
                     torch.stack(losses).sum().backward()
+                if not active:  # the gradient of the skipped groups: zero (the optimizer still steps)
+                    for p in self.params:
+                        p.grad = torch.zeros_like(p)
+                skipped += len(mb) - len(active)
                 grad_norms.append(clip_and_norm(self.params, self.rl.optim.grad_clip))
                 self.opt.step()
                 self.sched.step()
@@ -283,7 +288,17 @@ class RLTrainer:
         n_updates = self.rl.ppo_epochs * math.ceil(len(groups) / per_mb)
         out = {f"loss/{k}": v / n_updates for k, v in sums.items()}
         out["grad_norm"] = float(np.mean(grad_norms))
+        out["batch/skipped_groups"] = skipped / self.rl.ppo_epochs
         return out
+
+    def _inert(self, g: Group) -> bool:
+        """Whether ``g`` adds exactly nothing to the gradient: all advantages 0, no KL, an advantage-weighted loss."""
+        return (
+            self.rl.skip_zero_advantage
+            and self.rl.beta == 0
+            and bool(LOSSES.trait(self.rl.loss, "advantage_weighted", False))
+            and not bool(g.advantages.any())
+        )
 
     def _group_loss(
         self, g: Group, logp: Tensor, logits: Tensor, norms: dict[str, float], sums: dict[str, float], n_mb: int
