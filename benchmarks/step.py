@@ -10,7 +10,10 @@ Configurations (each runs in its own subprocess, so peak memory is its own):
                    every log-prob pass (``rl.cache_vision``), one prefill whose KV
                    cache is forked G ways (``rl.share_prefix``), decode of row b+1
                    overlapping the rollout of row b (``rl.prefetch``);
-* ``reelrl+disk``  the same with a warm on-disk embedding cache
+* ``reelrl+batch`` the same with the update and reference passes batched over
+                   the B prompts of the step (``rl.update_batch = B``: one
+                   left-padded prefill and one completion pass instead of B);
+* ``reelrl+disk``  the same as ``reelrl`` with a warm on-disk embedding cache
                    (``rl.vision_cache_dir``), i.e. a second epoch: the vision
                    tower does not run at all;
 * ``naive``        the same code with the three switches off: G copies of the
@@ -53,7 +56,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-CONFIGS = ("reelrl", "reelrl+disk", "naive", "trl")
+CONFIGS = ("reelrl", "reelrl+batch", "reelrl+disk", "naive", "trl")
 PHASES = ("decode", "encode", "rollout", "logprob", "update")
 PEAK_TFLOPS = {"bfloat16": 989.0, "float16": 989.0, "float32": 67.0}  # H100 SXM dense (fp32 without TF32)
 
@@ -347,7 +350,8 @@ def _recipe(job: dict, cache_dir: Path | None) -> dict:
         "rl": {"steps": job["warmup"] + job["steps"], "prompts_per_step": job["prompts"],
                "group_size": job["group_size"], "max_new_tokens": job["max_new_tokens"], "stop": [],
                "beta": job["beta"], "cache_vision": fast, "share_prefix": fast, "prefetch": fast,
-               "vision_cache_dir": str(cache_dir) if cache_dir else None, "optim": {"lr": 1e-6}},
+               "vision_cache_dir": str(cache_dir) if cache_dir else None, "optim": {"lr": 1e-6},
+               "update_batch": job["prompts"] if job["config"] == "reelrl+batch" else 1},
         "logging": {"progress": False, "tensorboard": False},
     }
 

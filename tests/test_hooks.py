@@ -24,7 +24,7 @@ from reelrl.train.hooks import GroupFilter
 from reelrl.train.pipeline import Pipeline, load_rows
 from reelrl.train.prompts import PromptEncoder
 from reelrl.train import rl as rl_module
-from reelrl.train.rl import RLTrainer
+from reelrl.train.rl import ReferencePolicy, RLTrainer
 from reelrl.video.transforms import mask_span
 
 
@@ -325,3 +325,20 @@ def test_batched_update_gives_the_gradients_of_one_group_per_pass(recipe_dict, t
     for a, b in zip(one, many):
         assert a.abs().max() > 0
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_batched_reference_logprobs_equal_per_group(recipe_dict, tmp_path):
+    t = _trainer(recipe_dict, tmp_path, prompts_per_step=3)
+    groups, _ = t.gather()
+    copy_model, _ = load_model_and_processor(recipe_dict["model"]["path"])
+    with torch.no_grad():  # a reference that differs from the policy, so a mix-up would show
+        for p in copy_model.parameters():
+            p.mul_(0.9)
+    ref = ReferencePolicy(t.vlm, VLM(copy_model))
+    for shared in (True, False):
+        many = ref.logprobs_many(groups, 1.0, True, shared)
+        one = [ref.logprobs(g, 1.0, True, shared) for g in groups]
+        policy = [lp.detach() for lp, _ in t._policy_logp(groups, grad=False)]
+        for a, b, c in zip(many, one, policy):
+            assert a.shape == b.shape and torch.allclose(a, b, atol=1e-5)
+            assert not torch.allclose(a, c, atol=1e-3)

@@ -68,6 +68,21 @@ class ReferencePolicy:
     def logprobs(self, g: Group, temperature: float, share_prefix: bool, vision_shared: bool) -> Tensor:
         return self.token_logprobs(g.prompt, g.rollout.tokens, g.vision, temperature, share_prefix, vision_shared)
 
+    @torch.no_grad()
+    def logprobs_many(self, groups: list[Group], temperature: float, share_prefix: bool, vision_shared: bool):
+        """Reference log-probs ``[G, T]`` of each group's completions; one pass for all (shared prefixes)."""
+        if len(groups) == 1 or not share_prefix:
+            return [self.logprobs(g, temperature, share_prefix, vision_shared) for g in groups]
+        prompts, tokens = [g.prompt for g in groups], [g.rollout.tokens for g in groups]
+        visions = [g.vision for g in groups]
+        if self.copy is not None:
+            visions = visions if vision_shared else [None] * len(groups)  # the copy's own tower encodes the pixels
+            logits = self.copy.completion_logits_many(prompts, tokens, visions)
+        else:
+            with self.policy.wrapped.disable_adapter():
+                logits = self.policy.completion_logits_many(prompts, tokens, visions)
+        return [token_logprobs(lg, t, temperature) for lg, t in zip(logits, tokens)]  # [G, T]
+
 
 class RLTrainer:
     """Runs ``cfg.rl.steps`` optimizer steps of the configured method."""
@@ -253,10 +268,12 @@ class RLTrainer:
                     if self.hooks.token_weights is not None:
                         g.token_weights = self.hooks.token_weights(logits, g.rollout.mask, self.rl.group_size)
             if self.reference is not None and self.rl.beta > 0:
-                for g in groups:
-                    g.ref_logp = self.reference.logprobs(
-                        g, self.rl.temperature, self.rl.share_prefix, not self.vision_trainable
+                for chunk in self._chunks(groups):
+                    ref = self.reference.logprobs_many(
+                        chunk, self.rl.temperature, self.rl.share_prefix, not self.vision_trainable
                     )
+                    for g, lp in zip(chunk, ref):
+                        g.ref_logp = lp  # [G, T]
 
     # ---------------------------------------------------------------- update
     def update(self, groups: list[Group]) -> dict[str, float]:
