@@ -389,3 +389,28 @@ def test_prefetcher_decodes_videos(video: Path) -> None:
     work = [[0, 1], [40, 41], [118, 119]]
     with Prefetcher(work, lambda idx: decode_frames(video, idx), ahead=2) as it:
         assert [codes(f) for f in it] == work
+
+
+def test_write_video_bytes_depend_on_the_frames_only(tmp_path: Path) -> None:
+    """The same frames give the same file, whatever the heap looks like (gym videos must be reproducible).
+
+    These three quickstart gym samples were encoded to differing files from
+    run to run when the encoder converted the colours itself.
+    """
+    from reelrl.config import load_recipe
+    from reelrl.gym import GymSpec
+    from reelrl.gym.generate import make_sample
+
+    spec = GymSpec(**load_recipe("quickstart", []).data.gym.spec)
+    rng = np.random.default_rng(0)
+    junk: list[bytes] = []
+    for index in (559, 718, 919):
+        frames = make_sample(spec, "train", index)[1].frames  # [16, 56, 56, 3]
+        digests = set()
+        for k in range(40):
+            junk.append(rng.bytes(int(rng.integers(1_000, 200_000))))  # vary what the allocator hands out
+            if len(junk) > 20:
+                junk.pop(int(rng.integers(len(junk))))
+            out = write_video(tmp_path / f"{index}-{k}.mp4", frames, 4.0)
+            digests.add(out.read_bytes())
+        assert len(digests) == 1, index

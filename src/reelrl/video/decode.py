@@ -420,6 +420,19 @@ def load_video(path: str | Path, cfg: VideoSampling) -> SampledVideo:
 # ---------------------------------------------------------------- writing
 
 
+def _yuv420p_frame(rgb: np.ndarray) -> av.VideoFrame:
+    """An encoder-ready yuv420p frame of ``rgb [H, W, 3]`` whose bytes depend on the pixels only.
+
+    Handing an rgb24 frame to the encoder leaves the colour conversion to the
+    encode call, and its output was not reproducible: the same frames gave
+    different H.264 files from run to run (a few gym videos in 8192 differed
+    between two builds). Converting first and rebuilding the frame from the
+    converted planes gives identical files.
+    """
+    converted = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
+    return av.VideoFrame.from_ndarray(converted.to_ndarray(), format="yuv420p")  # planes [H*3/2, W]
+
+
 def write_video(
     path: str | Path,
     frames: np.ndarray,
@@ -482,7 +495,7 @@ def write_video(
         stream.options = opts
         tb = Fraction(1) / rate
         for i in range(t):
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr[i]), format="rgb24")  # [H, W, 3]
+            frame = _yuv420p_frame(arr[i])  # [H, W, 3] RGB -> planar YUV 4:2:0
             frame.pts = i
             frame.time_base = tb
             for packet in stream.encode(frame):
