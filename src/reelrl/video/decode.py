@@ -423,14 +423,25 @@ def load_video(path: str | Path, cfg: VideoSampling) -> SampledVideo:
 def _yuv420p_frame(rgb: np.ndarray) -> av.VideoFrame:
     """An encoder-ready yuv420p frame of ``rgb [H, W, 3]`` whose bytes depend on the pixels only.
 
-    Handing an rgb24 frame to the encoder leaves the colour conversion to the
-    encode call, and its output was not reproducible: the same frames gave
-    different H.264 files from run to run (a few gym videos in 8192 differed
-    between two builds). Converting first and rebuilding the frame from the
-    converted planes gives identical files.
+    A frame's rows are padded to an aligned line size and the padding is left
+    uninitialised; the encoder reads it, so the same frames gave different
+    H.264 files from run to run (a few gym videos in 8192 differed between two
+    builds). Here the colours are converted first and every plane, padding
+    included, is written (padding zeroed), which gives identical files.
     """
-    converted = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(format="yuv420p")
-    return av.VideoFrame.from_ndarray(converted.to_ndarray(), format="yuv420p")  # planes [H*3/2, W]
+    h, w, _ = rgb.shape
+    packed = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(
+        format="yuv420p"
+    ).to_ndarray()  # [H*3/2, W]: Y rows, then U and V (each [H/2, W/2]) row-packed
+    y = packed[:h]  # [H, W]
+    u = packed[h : h + h // 4].reshape(h // 2, w // 2)  # [H/2, W/2]
+    v = packed[h + h // 4 :].reshape(h // 2, w // 2)  # [H/2, W/2]
+    frame = av.VideoFrame(w, h, "yuv420p")
+    for plane, data in zip(frame.planes, (y, u, v)):
+        buf = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)  # [rows, line_size]
+        buf[:] = 0
+        buf[: data.shape[0], : data.shape[1]] = data
+    return frame
 
 
 def write_video(
@@ -485,6 +496,10 @@ def write_video(
         opts: dict[str, str] = {}
         if codec in ("libx264", "libx265"):
             opts.update(crf=str(crf), preset=preset)
+        if codec == "libx264":
+            # no lookahead analysis (mb-tree, adaptive B-frames, weighted prediction, scene cuts): on small
+            # frames it made the output vary from run to run for the same input
+            opts["x264-params"] = "threads=1:rc-lookahead=0:mbtree=0:b-adapt=0:weightp=0:scenecut=0"
             if codec == "libx265":
                 opts["x265-params"] = "log-level=error"
         elif codec.startswith("libvpx"):
