@@ -395,7 +395,7 @@ def test_write_video_bytes_depend_on_the_frames_only(tmp_path: Path) -> None:
     """The same frames give the same file, whatever the heap looks like (gym videos must be reproducible).
 
     These three quickstart gym samples were encoded to differing files from
-    run to run when the encoder converted the colours itself.
+    run to run while x264's lookahead analysis was on.
     """
     from reelrl.config import load_recipe
     from reelrl.gym import GymSpec

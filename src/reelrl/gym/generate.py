@@ -32,7 +32,7 @@ from reelrl.video.decode import write_video
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 MANIFEST = "gym.json"
-GYM_FORMAT = 2  # 2: videos encoded from explicitly converted yuv420p frames (reproducible bytes)
+GYM_FORMAT = 2  # 2: x264 without lookahead analysis, so the same frames give the same file
 """Bumped when the on-disk layout or the generators change meaning (forces ``ensure_gym`` to rebuild)."""
 
 

@@ -420,30 +420,6 @@ def load_video(path: str | Path, cfg: VideoSampling) -> SampledVideo:
 # ---------------------------------------------------------------- writing
 
 
-def _yuv420p_frame(rgb: np.ndarray) -> av.VideoFrame:
-    """An encoder-ready yuv420p frame of ``rgb [H, W, 3]`` whose bytes depend on the pixels only.
-
-    A frame's rows are padded to an aligned line size and the padding is left
-    uninitialised; the encoder reads it, so the same frames gave different
-    H.264 files from run to run (a few gym videos in 8192 differed between two
-    builds). Here the colours are converted first and every plane, padding
-    included, is written (padding zeroed), which gives identical files.
-    """
-    h, w, _ = rgb.shape
-    packed = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24").reformat(
-        format="yuv420p"
-    ).to_ndarray()  # [H*3/2, W]: Y rows, then U and V (each [H/2, W/2]) row-packed
-    y = packed[:h]  # [H, W]
-    u = packed[h : h + h // 4].reshape(h // 2, w // 2)  # [H/2, W/2]
-    v = packed[h + h // 4 :].reshape(h // 2, w // 2)  # [H/2, W/2]
-    frame = av.VideoFrame(w, h, "yuv420p")
-    for plane, data in zip(frame.planes, (y, u, v)):
-        buf = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)  # [rows, line_size]
-        buf[:] = 0
-        buf[: data.shape[0], : data.shape[1]] = data
-    return frame
-
-
 def write_video(
     path: str | Path,
     frames: np.ndarray,
@@ -496,10 +472,10 @@ def write_video(
         opts: dict[str, str] = {}
         if codec in ("libx264", "libx265"):
             opts.update(crf=str(crf), preset=preset)
-        if codec == "libx264":
-            # no lookahead analysis (mb-tree, adaptive B-frames, weighted prediction, scene cuts): on small
-            # frames it made the output vary from run to run for the same input
-            opts["x264-params"] = "threads=1:rc-lookahead=0:mbtree=0:b-adapt=0:weightp=0:scenecut=0"
+            if codec == "libx264":
+                # no lookahead analysis (mb-tree, adaptive B-frames, weighted prediction, scene cuts): it made
+                # the output vary from run to run for the same frames (a few gym videos in 8192 per build)
+                opts["x264-params"] = "threads=1:rc-lookahead=0:mbtree=0:b-adapt=0:weightp=0:scenecut=0"
             if codec == "libx265":
                 opts["x265-params"] = "log-level=error"
         elif codec.startswith("libvpx"):
@@ -510,7 +486,7 @@ def write_video(
         stream.options = opts
         tb = Fraction(1) / rate
         for i in range(t):
-            frame = _yuv420p_frame(arr[i])  # [H, W, 3] RGB -> planar YUV 4:2:0
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr[i]), format="rgb24")  # [H, W, 3]
             frame.pts = i
             frame.time_base = tb
             for packet in stream.encode(frame):
