@@ -28,11 +28,11 @@ import numpy as np
 
 from reelrl.data.schema import VideoRow, write_jsonl
 from reelrl.gym.tasks import TASKS, GymSpec, Sample, chance_accuracy
-from reelrl.video.decode import write_video
+from reelrl.video.decode import X264_PARAMS, write_video
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 MANIFEST = "gym.json"
-GYM_FORMAT = 2  # 2: x264 without lookahead analysis, so the same frames give the same file
+GYM_FORMAT = 3  # 3: the encoder options are part of the manifest (2 was written by two different encoders)
 """Bumped when the on-disk layout or the generators change meaning (forces ``ensure_gym`` to rebuild)."""
 
 
@@ -91,6 +91,7 @@ def manifest(spec: GymSpec, counts: dict[str, int]) -> dict[str, Any]:
     """The content of ``gym.json``."""
     return {
         "format": GYM_FORMAT,
+        "encoder": {"codec": "libx264", "x264_params": X264_PARAMS},  # other options, other bytes: rebuild
         "spec": spec.model_dump(mode="json"),
         "counts": counts,
         "families_per_split": {

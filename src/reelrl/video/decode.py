@@ -420,6 +420,10 @@ def load_video(path: str | Path, cfg: VideoSampling) -> SampledVideo:
 # ---------------------------------------------------------------- writing
 
 
+X264_PARAMS = "threads=1:rc-lookahead=0:mbtree=0:b-adapt=0:weightp=0:scenecut=0"
+"""x264 options of :func:`write_video`: no lookahead analysis, so the same frames give the same file."""
+
+
 def write_video(
     path: str | Path,
     frames: np.ndarray,
@@ -475,7 +479,7 @@ def write_video(
             if codec == "libx264":
                 # no lookahead analysis (mb-tree, adaptive B-frames, weighted prediction, scene cuts): it made
                 # the output vary from run to run for the same frames (a few gym videos in 8192 per build)
-                opts["x264-params"] = "threads=1:rc-lookahead=0:mbtree=0:b-adapt=0:weightp=0:scenecut=0"
+                opts["x264-params"] = X264_PARAMS
             if codec == "libx265":
                 opts["x265-params"] = "log-level=error"
         elif codec.startswith("libvpx"):
