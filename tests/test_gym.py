@@ -214,6 +214,19 @@ def test_ensure_gym_regenerates_only_on_change(tmp_path: Path) -> None:
     assert len(load_jsonl(tmp_path / "train.jsonl")) == 4
 
 
+def test_ensure_gym_regenerates_when_the_encoder_options_change(tmp_path: Path, monkeypatch) -> None:
+    import reelrl.gym.generate as generate
+
+    spec = GymSpec(families=["count"], seed=1)
+    ensure_gym(tmp_path, spec, 1, 0, 0, progress=False)
+    video = tmp_path / "videos/train/count_000000.mp4"
+    stamp = video.stat().st_mtime_ns
+    monkeypatch.setattr(generate, "X264_PARAMS", generate.X264_PARAMS + ":trellis=0")
+    ensure_gym(tmp_path, spec, 1, 0, 0, progress=False)  # same spec and counts, other encoder options
+    assert video.stat().st_mtime_ns != stamp
+    assert json.loads((tmp_path / "gym.json").read_text())["encoder"]["x264_params"].endswith(":trellis=0")
+
+
 # ---------------------------------------------------------------- balance and chance
 
 
