@@ -34,6 +34,8 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 MANIFEST = "gym.json"
 GYM_FORMAT = 3  # 3: the encoder options are part of the manifest (2 was written by two different encoders)
 """Bumped when the on-disk layout or the generators change meaning (forces ``ensure_gym`` to rebuild)."""
+ENCODER: dict[str, Any] = {"codec": "libx264", "crf": 18, "preset": "fast"}
+"""How the gym encodes its videos (``write_video`` keywords); recorded in the manifest with the x264 options."""
 
 
 def sample_rng(spec: GymSpec, split: str, index: int) -> np.random.Generator:
@@ -73,7 +75,7 @@ def _write_one(args: tuple[str, GymSpec, str, int]) -> dict[str, Any]:
     out_dir, spec, split, index = args
     family, sample = make_sample(spec, split, index)
     rel = f"videos/{split}/{family}_{index:06d}.mp4"
-    write_video(Path(out_dir) / rel, sample.frames, sample.fps)  # frames [T, H, W, 3]
+    write_video(Path(out_dir) / rel, sample.frames, sample.fps, **ENCODER)  # frames [T, H, W, 3]
     return sample_row(spec, split, index, family, sample, rel).model_dump()
 
 
@@ -91,7 +93,7 @@ def manifest(spec: GymSpec, counts: dict[str, int]) -> dict[str, Any]:
     """The content of ``gym.json``."""
     return {
         "format": GYM_FORMAT,
-        "encoder": {"codec": "libx264", "x264_params": X264_PARAMS},  # other options, other bytes: rebuild
+        "encoder": {**ENCODER, "x264_params": X264_PARAMS},  # other options, other bytes: rebuild
         "spec": spec.model_dump(mode="json"),
         "counts": counts,
         "families_per_split": {
