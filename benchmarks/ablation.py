@@ -48,7 +48,8 @@ STEP_KEYS = ("total_steps", "unmask_steps")
 
 
 def rl_recipes() -> list[str]:
-    from reelrl.config import load_recipe, packaged_recipes
+    from reelrl.config import packaged_recipes
+    from reelrl.pipeline import load_recipe
 
     return [n for n in packaged_recipes() if n != "quickstart" and "rl" in load_recipe(n).stages]
 
@@ -80,7 +81,8 @@ def write_run_config(name: str, overrides: list[str], run_dir: Path, stages: lis
 
     Returns the path and whether a finished run with exactly this config is already there.
     """
-    from reelrl.config import load_recipe, save_config
+    from reelrl.config import save_config
+    from reelrl.pipeline import load_recipe
 
     original = load_recipe(name)
     cfg = load_recipe(name, overrides)
@@ -145,8 +147,7 @@ def main() -> None:
     console = Console(width=max(Console().width, 140))  # the table stays readable in a log file
     threads = max(1, (os.cpu_count() or 2) // args.jobs)
 
-    from reelrl.config import load_recipe
-    from reelrl.train.pipeline import prepare_data, prepare_model
+    from reelrl.pipeline import load_recipe, prepare_data, prepare_model
 
     base = load_recipe(args.base, overrides)
     prepare_data(base)

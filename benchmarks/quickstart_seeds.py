@@ -43,8 +43,7 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
-    from reelrl.config import load_recipe
-    from reelrl.train.pipeline import prepare_data, prepare_model
+    from reelrl.pipeline import load_recipe, prepare_data, prepare_model
 
     cfg = load_recipe("quickstart", args.overrides)
     prepare_data(cfg)  # shared by every seed: build once, before the parallel runs

@@ -298,7 +298,9 @@ def build_3b(job: dict) -> dict:
     import torch
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
-    from reelrl.models.tiny import _mrope_section  # 128-dim heads -> [16, 24, 24], Qwen2.5-VL's own
+    from reelrl.models.tiny import (
+        _mrope_section,  # 128-dim heads -> [16, 24, 24], Qwen2.5-VL's own
+    )
 
     tiny = Path(job["tiny"])
     small = Qwen2_5_VLConfig.from_pretrained(tiny)
@@ -371,7 +373,7 @@ def run_reelrl(job: dict) -> dict:
 
     from reelrl.config import config_from_dict
     from reelrl.data.schema import load_jsonl
-    from reelrl.train.pipeline import Pipeline, seed_everything
+    from reelrl.pipeline import Pipeline, seed_everything
     from reelrl.train.rl import ReferencePolicy, RLTrainer
 
     cache_dir = None
@@ -459,11 +461,13 @@ def run_trl(job: dict) -> dict:
     except ImportError as e:
         return {"error": f"TRL not installed ({e}); pip install trl --no-deps plus datasets"}
     from transformers import Qwen2_5_VLProcessor, TrainerCallback
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        Qwen2VLImageProcessorPil,
+    )
 
     from reelrl.data.schema import load_jsonl
     from reelrl.models.load import freeze_vision_tower, load_model_and_processor
-    from reelrl.train.pipeline import seed_everything
+    from reelrl.pipeline import seed_everything
     from reelrl.video.decode import load_video
     from reelrl.video.sample import VideoSampling
 

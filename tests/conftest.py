@@ -47,7 +47,7 @@ def recipe_dict(tiny_gym, tiny_model_dir, tmp_path) -> dict:
         "data": {"train": str(tiny_gym / "train.jsonl"), "test": str(tiny_gym / "test.jsonl")},
         "video": {"nframes": 16, "min_pixels": 3136, "max_pixels": 3136},
         "sft": {"epochs": 1, "batch_size": 4, "micro_batch_size": 2, "optim": {"lr": 1e-3}},
-        "rl": {"steps": 2, "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 6,
+        "rl": {"steps": 2, "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 6, "beta": 0.0,
                "rewards": [{"name": "tests.rewards_for_tests:digit_fraction"}, {"name": "format", "weight": 0.5}],
                "optim": {"lr": 1e-3, "schedule": "constant"}},
         "eval": {"max_new_tokens": 6, "max_rows": 4},

@@ -9,16 +9,15 @@ import pytest
 
 from reelrl.data.augment import (
     NO_AUGMENT,
-    ROW_TRANSFORMS,
     ReplayDifficulty,
     difficulty_augmentation,
     hint_prefix_words,
     invert_question,
     negate_question_sentence,
+    qa_inversion,
 )
 from reelrl.data.schema import LETTERS, VideoRow
 from reelrl.video.transforms import (
-    FRAME_TRANSFORMS,
     gaussian_noise,
     mask_frames,
     mask_span,
@@ -122,15 +121,6 @@ def test_transforms_reject_bad_frames() -> None:
         mask_frames(np.zeros((2, 2, 2, 3), dtype=np.float32), 0.5, np.random.default_rng(0))
     with pytest.raises(ValueError, match=r"shuffle_frames: frames must have shape \[T, H, W, 3\]"):
         shuffle_frames(np.zeros((2, 2, 3), dtype=np.uint8), np.random.default_rng(0))
-
-
-def test_frame_transform_registry() -> None:
-    assert FRAME_TRANSFORMS.names() == ["mask_frames", "mask_span", "noise", "shuffle"]
-    f = indexed_frames(10)
-    out = FRAME_TRANSFORMS.get("mask_span")(f, np.random.default_rng(0), start_frac=0.0, end_frac=0.2)
-    assert np.flatnonzero(np.all(out == 0, axis=(1, 2, 3))).tolist() == [0, 1]
-    a = FRAME_TRANSFORMS.get("noise")(f, np.random.default_rng(5), sigma=3.0)
-    assert np.array_equal(a, gaussian_noise(f, 3.0, np.random.default_rng(5)))
 
 
 # --------------------------------------------------------------------------- QA inversion
@@ -248,7 +238,7 @@ def test_inversion_not_applicable(row: VideoRow) -> None:
 
 
 def test_qa_inversion_row_transform_probability() -> None:
-    fn = ROW_TRANSFORMS.get("qa_inversion")
+    fn = qa_inversion
     row = mc_row()
     assert fn(row, np.random.default_rng(0), p=0.0) is row
     assert fn(row, np.random.default_rng(0), p=1.0).id == "r1-inv"

@@ -12,8 +12,6 @@ from reelrl.data.curriculum import (
     DifficultyCurriculum,
     RowSource,
     irrelevant_spans,
-    oversample_factor,
-    select_groups,
 )
 from reelrl.data.schema import VideoRow
 
@@ -268,28 +266,3 @@ def test_filter_wraps_curriculum() -> None:
 
 
 # --------------------------------------------------------------------------- DAPO helpers
-
-
-def test_select_groups_by_hand() -> None:
-    acc = np.array(
-        [
-            [1, 1, 1, 1],  # all correct: no signal
-            [0, 1, 0, 0],  # kept
-            [0, 0, 0, 0],  # all wrong
-            [0.5, 0.5, 0.5, 0.2],  # kept
-            [1, 0, 1, 0],  # kept
-        ]
-    )  # [B', G]
-    assert select_groups(acc, 10) == [1, 3, 4]
-    assert select_groups(acc, 2) == [1, 3]
-    assert select_groups(acc, 0) == []
-
-
-def test_oversample_factor_by_hand() -> None:
-    assert oversample_factor(50, 100) == pytest.approx(2.4)  # 1.2 * 100 / 50
-    assert oversample_factor(10, 100) == 4.0  # capped
-    assert oversample_factor(100, 100) == pytest.approx(1.2)
-    assert oversample_factor(0, 0) == pytest.approx(1.2)
-    assert oversample_factor(0, 5) == 4.0
-    with pytest.raises(ValueError):
-        oversample_factor(3, 2)

@@ -11,6 +11,7 @@ import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from reelrl.config import config_from_dict
+from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import load_jsonl
 from reelrl.models.embed_cache import (
     VideoEmbeddingCache,
@@ -21,7 +22,6 @@ from reelrl.models.embed_cache import (
 from reelrl.models.load import freeze_vision_tower, load_model_and_processor
 from reelrl.models.vlm import VLM, token_logprobs
 from reelrl.rollout.hf import SamplingParams, generate_group, make_generators
-from reelrl.train.prompts import PromptEncoder
 from reelrl.train.rl import RLTrainer
 from reelrl.video.sample import VideoSampling
 

@@ -12,19 +12,27 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from reelrl.algos import GROUP_FILTERS, LOSSES, REWARD_SHAPING, overlong_keep, temporal_bonus
+from reelrl.algos import (
+    GROUP_FILTERS,
+    LOSSES,
+    REWARD_SHAPING,
+    overlong_keep,
+    temporal_bonus,
+)
 from reelrl.algos.token_weights import tw_grpo_weights_from_logits
-from reelrl.config import config_from_dict
+from reelrl.config import ConfigError, config_from_dict
 from reelrl.data.curriculum import irrelevant_spans
+from reelrl.data.prompts import PromptEncoder
 from reelrl.models.load import load_model_and_processor
 from reelrl.models.vlm import VLM
+from reelrl.pipeline import Pipeline, load_rows
 from reelrl.rewards import functions as reward_functions
+from reelrl.train import loop as loop_module
+from reelrl.train.catalog import check_recipe
 from reelrl.train.groups import PromptView
 from reelrl.train.hooks import GroupFilter
-from reelrl.train.pipeline import Pipeline, load_rows
-from reelrl.train.prompts import PromptEncoder
-from reelrl.train import rl as rl_module
-from reelrl.train.rl import ReferencePolicy, RLTrainer
+from reelrl.train.policy import ReferencePolicy
+from reelrl.train.rl import RLTrainer
 from reelrl.video.transforms import mask_span
 
 
@@ -92,8 +100,10 @@ def test_group_filter_hook_uses_rewards_and_accuracy_columns():
     f = GroupFilter(config_from_dict(_minimal()).rl.group_filter.model_copy(update={"name": "dynamic_sampling"}))
     assert f(host, groups, 0) == [groups[1]]
     assert f.metrics() == {"filter/kept_frac": 0.5}
-    with pytest.raises(ValueError, match="rl.group_filter.kwargs"):
-        GroupFilter(f.cfg.model_copy(update={"kwargs": {"bogus": 1}}))
+    bad = _minimal()
+    bad["rl"]["group_filter"]["kwargs"] = {"bogus": 1}
+    with pytest.raises(ConfigError, match="rl.group_filter.kwargs: got an unexpected keyword argument 'bogus'"):
+        check_recipe(config_from_dict(bad))
 
 
 def _minimal() -> dict:
@@ -101,24 +111,22 @@ def _minimal() -> dict:
 
 
 def test_config_names_the_bad_field():
-    from reelrl.config import ConfigError
-
     bad = {"model": {"path": "x"}, "data": {"train": "x"}, "rl": {"augment": [{"name": "nope"}]}}
-    with pytest.raises(ConfigError, match=r"rl.augment\[0\].name: unknown name 'nope'"):
-        config_from_dict(bad)
+    with pytest.raises(ConfigError, match=r"rl.augment\[0\].name: unknown augment 'nope'"):
+        check_recipe(config_from_dict(bad))
     bad = {"model": {"path": "x"}, "data": {"train": "x"}, "rl": {"loss": "tw_grpo"}}
     with pytest.raises(ConfigError, match="rl.token_weights"):
-        config_from_dict(bad)
+        check_recipe(config_from_dict(bad))
     bad = {"model": {"path": "x"}, "data": {"train": "x"}, "rl": {"row_source": {"name": "curriculum"}}}
     with pytest.raises(ConfigError, match="rl.row_source.name"):
-        config_from_dict(bad)
+        check_recipe(config_from_dict(bad))
 
 
 # ------------------------------------------------------------------ hooks inside a trainer
 
 
 def _trainer(recipe_dict, tmp_path, **rl) -> RLTrainer:
-    cfg = config_from_dict({**recipe_dict, "rl": {**recipe_dict["rl"], **rl}})
+    cfg = check_recipe(config_from_dict({**recipe_dict, "rl": {**recipe_dict["rl"], **rl}}))
     model, processor = load_model_and_processor(recipe_dict["model"]["path"])
     enc = PromptEncoder(processor, cfg.video, cfg.prompt.template)
     return RLTrainer(cfg, VLM(model), processor.tokenizer, enc, load_rows(cfg, "train"), tmp_path / "stage")
@@ -305,13 +313,13 @@ def test_batched_update_gives_the_gradients_of_one_group_per_pass(recipe_dict, t
     start = {k: v.clone() for k, v in t.vlm.model.state_dict().items()}
     opt_state = copy.deepcopy(t.opt.state_dict())
     grads: list[list[torch.Tensor]] = []
-    real_clip = rl_module.clip_and_norm
+    real_clip = loop_module.clip_and_norm
 
     def recording_clip(params, max_norm):  # the gradients of each optimizer step (Adam would amplify rounding)
         grads[-1].append(torch.cat([p.grad.flatten() for p in params if p.grad is not None]))
         return real_clip(params, max_norm)
 
-    monkeypatch.setattr(rl_module, "clip_and_norm", recording_clip)
+    monkeypatch.setattr(loop_module, "clip_and_norm", recording_clip)
     skipped = []
     for size, skip in ((1, False), (len(groups), True)):
         t.vlm.model.load_state_dict(start)

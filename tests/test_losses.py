@@ -299,14 +299,6 @@ def test_reg_grpo_validation() -> None:
         LOSSES.get("reg_grpo")(batch, beta=0.0)
 
 
-def test_sft_hand_value() -> None:
-    logp = leaf([[-1.0, -2.0, -50.0], [-0.5, -0.5, -0.5]])
-    out = LOSSES.get("sft")(PolicyBatch(logp=logp, mask=torch.tensor(MASK_A)))
-    close(out.loss, (1 + 2 + 1.5) / 5)
-    out.loss.backward()
-    close(logp.grad, [[-0.2, -0.2, 0.0], [-0.2, -0.2, -0.2]])
-
-
 # =================================================== vectorised vs slow loop
 
 
@@ -460,7 +452,6 @@ ALL_POLICY_LOSSES = [
     ("gspo", {"beta": 0.01}),
     ("tw_grpo", {"beta": 0.01}),
     ("reg_grpo", {}),
-    ("sft", {}),
 ]
 
 
@@ -565,8 +556,7 @@ def _grad_accum_check(
         ("dr_grpo", {"max_len": 5, "beta": 0.02}),
         ("gspo", {}),
         ("tw_grpo", {"beta": 0.02}),
-        ("sft", {}),
-    ],
+        ],
 )
 def test_batch1_accum4_equals_batch4_accum1(name: str, params: dict) -> None:
     # 4 prompts x G = 2 completions; micro-batches of one prompt (2 sequences)
@@ -627,7 +617,7 @@ def test_bf16_inputs_give_float32_loss() -> None:
 
 
 def test_loss_registry() -> None:
-    assert LOSSES.names() == ["dapo", "dr_grpo", "grpo", "gspo", "reg_grpo", "sft", "tw_grpo"]
+    assert LOSSES.names() == ["dapo", "dr_grpo", "grpo", "gspo", "reg_grpo", "tw_grpo"]
     with pytest.raises(ValueError, match="already registered"):
         LOSSES.register("grpo")(lambda batch, **kw: None)
     with pytest.raises(KeyError, match="valid names: dapo, dr_grpo"):

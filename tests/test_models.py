@@ -59,7 +59,11 @@ def _frames(t: int = 8, h: int = 84, w: int = 84, seed: int = 0) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- tiny checkpoint
 def test_tiny_dir_loads_with_transformers_auto_classes(tiny_dir: Path) -> None:
-    from transformers import AutoModelForImageTextToText, AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+    from transformers import (
+        AutoModelForImageTextToText,
+        AutoTokenizer,
+        Qwen2_5_VLForConditionalGeneration,
+    )
 
     model = AutoModelForImageTextToText.from_pretrained(tiny_dir, local_files_only=True)
     assert type(model) is Qwen2_5_VLForConditionalGeneration
@@ -87,7 +91,11 @@ def test_tiny_dir_loads_with_transformers_auto_classes(tiny_dir: Path) -> None:
 
 def test_tiny_weights_are_the_seeded_init(tiny_dir: Path) -> None:
     """Loading the dir gives exactly what a seed-0 init of the same config produces in memory."""
-    from transformers import AutoConfig, AutoModelForImageTextToText, Qwen2_5_VLForConditionalGeneration
+    from transformers import (
+        AutoConfig,
+        AutoModelForImageTextToText,
+        Qwen2_5_VLForConditionalGeneration,
+    )
 
     config = AutoConfig.from_pretrained(tiny_dir, local_files_only=True)
     torch.manual_seed(0)

@@ -8,10 +8,10 @@ import threading
 import pytest
 import torch
 
+from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import load_jsonl
 from reelrl.models.load import load_model_and_processor
-from reelrl.train import prompts as prompts_mod
-from reelrl.train.prompts import PromptEncoder
+from reelrl.data import prompts as prompts_mod
 from reelrl.video.decode import VideoError
 from reelrl.video.sample import VideoSampling
 

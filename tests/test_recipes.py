@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reelrl.config import RECIPES_DIR, load_recipe, packaged_recipes
-from reelrl.train.pipeline import Pipeline
+from reelrl.config import RECIPES_DIR, packaged_recipes
+from reelrl.pipeline import Pipeline, load_recipe
 
 RECIPES = packaged_recipes()
 

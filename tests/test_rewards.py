@@ -23,7 +23,13 @@ from reelrl.rewards import (
     parse_span,
     resolve_reward,
 )
-from reelrl.rewards.functions import mra_score, rouge_f1, rouge_l_f1, tiou, word_error_rate
+from reelrl.rewards.functions import (
+    mra_score,
+    rouge_f1,
+    rouge_l_f1,
+    tiou,
+    word_error_rate,
+)
 
 
 def wrap(answer: str, think: str = "some reasoning") -> str:

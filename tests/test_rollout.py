@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import load_jsonl
 from reelrl.models.load import load_model_and_processor
 from reelrl.models.vlm import VLM, token_logprobs
@@ -16,7 +17,6 @@ from reelrl.rollout.hf import (
     make_generators,
     prefill_group,
 )
-from reelrl.train.prompts import PromptEncoder
 from reelrl.video.sample import VideoSampling
 
 
@@ -165,7 +165,7 @@ def test_suppressed_ids_are_never_sampled(setup):
     out = generate_group(vlm, prompt, 4, _params(processor, max_new_tokens=6, temperature=1.0, suppress_ids=banned),
                          make_generators(3, 4))
     assert not torch.isin(out.tokens[out.mask.bool()], torch.tensor(banned)).any()
-    from reelrl.train.rl import _vision_token_ids
+    from reelrl.train.policy import _vision_token_ids
 
     assert vlm.model.config.video_token_id in _vision_token_ids(vlm)
 

@@ -12,13 +12,12 @@ from safetensors.torch import load_file
 from transformers import AutoModelForImageTextToText
 
 from reelrl.config import config_from_dict
+from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import DataError, load_jsonl
 from reelrl.models.load import load_model_and_processor
 from reelrl.models.vlm import VLM
-from reelrl.train.pipeline import Pipeline
-from reelrl.train.prompts import PromptEncoder
+from reelrl.pipeline import Pipeline
 from reelrl.train.sft import SFTTrainer, collate, sft_loss
-from reelrl.video.sample import VideoSampling
 
 
 def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -134,7 +133,7 @@ def test_sft_max_rows_trains_on_the_first_rows_only(recipe_dict, tmp_path):
     trainer = SFTTrainer(cfg, VLM(model), processor.tokenizer, PromptEncoder(processor, cfg.video, cfg.prompt.template),
                          rows, tmp_path / "sft")
     assert [r.id for r, _ in trainer.rows] == [r.id for r in rows[:3]]
-    assert trainer.steps == 2  # ceil(1 epoch x 3 rows / batch 2)
+    assert trainer.total_steps == 2  # ceil(1 epoch x 3 rows / batch 2)
 
 
 def test_missing_video_and_malformed_row_name_file_and_line(tiny_gym, tmp_path):

@@ -9,19 +9,18 @@ import pytest
 import torch
 
 from reelrl.config import VerifierConfig, config_from_dict
+from reelrl.data.answers import claims, final_claim
+from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import VideoRow
 from reelrl.models.load import load_model_and_processor
 from reelrl.models.vlm import VLM
+from reelrl.pipeline import Pipeline, load_rows
 from reelrl.rewards import RewardSpec, compute_rewards
 from reelrl.train.dpo import DPOTrainer
-from reelrl.train.pipeline import Pipeline, load_rows
-from reelrl.train.prompts import PromptEncoder
 from reelrl.train.rl import ReferencePolicy
 from reelrl.train.verifier import (
     Judge,
     build_pairs,
-    claims,
-    final_claim,
     repetition_rate,
     self_correction_rejection,
     verify,
@@ -120,13 +119,13 @@ def test_dpo_trainer_builds_pairs_and_lowers_the_loss(recipe_dict, tmp_path):
     vlm = VLM(model)
     trainer = DPOTrainer(cfg, vlm, processor.tokenizer, PromptEncoder(processor, cfg.video, cfg.prompt.template),
                          load_rows(cfg, "train"), tmp_path / "stage", ReferencePolicy(vlm, VLM(ref)))
-    assert len(trainer.pairs) >= 2 and trainer.steps == -(-6 * len(trainer.pairs) // 4)
+    assert len(trainer.pairs) >= 2 and trainer.total_steps == -(-6 * len(trainer.pairs) // 4)
     for p in trainer.pairs:
         assert p["chosen"] != p["rejected"] and p["ref_logp"].shape == (2,)
         assert len(p["chosen_text"]) <= 12 < len(p["rejected_text"])  # brevity >= 0.7 is "correct" here
     before = trainer.mean_loss()
     assert before == pytest.approx(torch.nn.functional.softplus(torch.tensor(0.0)).item(), abs=1e-4)  # policy == ref
-    for _ in range(trainer.steps):
+    for _ in range(trainer.total_steps):
         metrics = trainer.train_step()
     after = trainer.mean_loss()
     assert after < before - 0.05, (before, after)

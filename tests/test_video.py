@@ -8,8 +8,6 @@ brightness difference that survives H.264 compression.
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import av
@@ -25,7 +23,6 @@ from reelrl.video.decode import (
     probe,
     write_video,
 )
-from reelrl.video.prefetch import Prefetcher
 from reelrl.video.sample import (
     VideoInfo,
     VideoSampling,
@@ -323,83 +320,15 @@ def test_audio_only_file_has_no_video_stream(tmp_path: Path) -> None:
         probe(path)
 
 
-# ---------------------------------------------------------------- prefetching
-
-
-def test_prefetcher_preserves_order() -> None:
-    rng = np.random.default_rng(0)
-    delays = rng.uniform(0, 0.01, size=30)
-
-    def load(i: int) -> int:
-        time.sleep(delays[i])  # workers finish out of order
-        return i * i
-
-    with Prefetcher(range(30), load, ahead=4, workers=3) as it:
-        assert list(it) == [i * i for i in range(30)]
-
-
-def test_prefetcher_propagates_exception_at_its_item() -> None:
-    def load(i: int) -> int:
-        if i == 2:
-            raise RuntimeError("bad item 2")
-        return i
-
-    with Prefetcher(range(5), load, ahead=3) as it:
-        assert next(it) == 0
-        assert next(it) == 1
-        with pytest.raises(RuntimeError, match="bad item 2"):
-            next(it)
-        assert list(it) == [3, 4]  # iteration may go on past a failed item
-
-
-def test_prefetcher_propagates_items_iterator_error() -> None:
-    def items():
-        yield 0
-        yield 1
-        raise KeyError("source broke")
-
-    with Prefetcher(items(), lambda i: i + 10, ahead=4) as it:
-        assert next(it) == 10
-        assert next(it) == 11
-        with pytest.raises(KeyError, match="source broke"):
-            next(it)
-
-
-def test_prefetcher_loads_ahead_but_bounded() -> None:
-    started: list[int] = []
-    lock = threading.Lock()
-
-    def load(i: int) -> int:
-        with lock:
-            started.append(i)
-        return i
-
-    with Prefetcher(range(100), load, ahead=2) as it:
-        assert next(it) == 0
-        deadline = time.time() + 5
-        while len(started) < 3 and time.time() < deadline:  # items 1 and 2 load in the background
-            time.sleep(0.005)
-        time.sleep(0.05)
-        assert sorted(started) == [0, 1, 2]  # ...and not further than `ahead`
-        assert next(it) == 1
-    assert len(started) <= 4  # closing stopped the rest
-
-
-def test_prefetcher_decodes_videos(video: Path) -> None:
-    work = [[0, 1], [40, 41], [118, 119]]
-    with Prefetcher(work, lambda idx: decode_frames(video, idx), ahead=2) as it:
-        assert [codes(f) for f in it] == work
-
-
 def test_write_video_bytes_depend_on_the_frames_only(tmp_path: Path) -> None:
     """The same frames give the same file, whatever the heap looks like (gym videos must be reproducible).
 
     These three quickstart gym samples were encoded to differing files from
     run to run while x264's lookahead analysis was on.
     """
-    from reelrl.config import load_recipe
     from reelrl.gym import GymSpec
     from reelrl.gym.generate import make_sample
+    from reelrl.pipeline import load_recipe
 
     spec = GymSpec(**load_recipe("quickstart", []).data.gym.spec)
     rng = np.random.default_rng(0)

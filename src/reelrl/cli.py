@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 
-from reelrl.config import ConfigError, RecipeConfig, load_recipe
+from reelrl.config import ConfigError, RecipeConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
@@ -28,6 +27,8 @@ def _fail(msg: str) -> None:
 
 
 def _load(recipe: str | Path, overrides: list[str] | None) -> RecipeConfig:
+    from reelrl.pipeline import load_recipe
+
     try:
         return load_recipe(recipe, overrides or [])
     except ConfigError as e:
@@ -37,7 +38,7 @@ def _load(recipe: str | Path, overrides: list[str] | None) -> RecipeConfig:
 
 def _run(cfg: RecipeConfig, resume: bool, stop_after: int | None, model: str | None = None) -> dict:
     from reelrl.data.schema import DataError
-    from reelrl.train.pipeline import Pipeline
+    from reelrl.pipeline import Pipeline
     from reelrl.video.decode import VideoError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -111,7 +112,7 @@ def tiny(out: Path, gym_dir: Optional[Path] = typer.Option(None, help="Train the
          seed: int = typer.Option(0)) -> None:
     """Build the tiny Qwen2.5-VL checkpoint (random init, locally trained tokenizer)."""
     from reelrl.models.tiny import build_tiny
-    from reelrl.train.pipeline import tokenizer_corpus
+    from reelrl.pipeline import tokenizer_corpus
 
     paths = [gym_dir / f"{split}.jsonl" for split in ("train", "val", "test")] if gym_dir is not None else []
     path = build_tiny(out, tokenizer_corpus(paths), seed=seed)

@@ -4,6 +4,12 @@ A recipe is a YAML file whose keys mirror :class:`RecipeConfig`. Every field is
 documented below; unknown keys are errors, and an error names the field path
 and, for choices, the allowed values. The fully resolved config is written to
 ``<output_dir>/config.yaml`` by every run.
+
+This module knows names only: it imports no trainer, loss or reward code.
+Fields that name a registered component (``rl.loss``, ``rl.rewards``, ...)
+and their kwargs are checked against the registries by
+:func:`reelrl.train.catalog.check_recipe`, which ``reelrl.pipeline.load_recipe``
+runs right after :func:`read_recipe`, before any model is built.
 """
 
 from __future__ import annotations
@@ -12,7 +18,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from reelrl.video.sample import VideoSampling
 
@@ -200,8 +213,16 @@ class RLConfig(_Strict):
     advantage: str = Field("grpo", description="Registered advantage estimator.")
     advantage_kwargs: dict[str, Any] = Field(default_factory=dict)
     loss: str = Field("grpo", description="Registered policy loss.")
-    loss_kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the loss (clip, agg...).")
-    beta: float = Field(0.0, ge=0.0, description="KL coefficient to the reference model; 0 loads no reference.")
+    loss_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Keyword arguments of the loss (clip_low, clip_high, agg...); not beta or kl_estimator.",
+    )
+    beta: float | None = Field(
+        None,
+        ge=0.0,
+        description="KL coefficient to the reference model (the only way to set it); null = the loss's own "
+        "default (grpo 0.04, reg_grpo 0.1, the others 0), resolved when the recipe loads; 0 loads no reference.",
+    )
     kl_estimator: str = Field("k3", description="Registered KL estimator (k1, k2, k3, low_var_kl).")
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-5, warmup_steps=0))
     mini_batches: int = Field(1, ge=1, description="Optimizer steps per rollout batch (groups split evenly).")
@@ -376,22 +397,8 @@ class RecipeConfig(_Strict):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> "RecipeConfig":
-        from reelrl.algos import ADVANTAGES, KL_ESTIMATORS, LOSSES
-        from reelrl.rewards import REWARDS
-
-        for field, reg, name in (
-            ("rl.advantage", ADVANTAGES, self.rl.advantage),
-            ("rl.loss", LOSSES, self.rl.loss),
-            ("rl.kl_estimator", KL_ESTIMATORS, self.rl.kl_estimator),
-        ):
-            if name not in reg:
-                raise ValueError(f"{field}: unknown name {name!r}; allowed: {reg.names()}")
-        for i, r in enumerate(self.rl.rewards):
-            if ":" not in r.name and r.name not in REWARDS:
-                raise ValueError(f"rl.rewards[{i}].name: unknown reward {r.name!r}; allowed: {REWARDS.names()}")
         if self.sft.batch_size % self.sft.micro_batch_size:
             raise ValueError("sft.batch_size must be a multiple of sft.micro_batch_size")
-        self._check_components()
         if self.rl.prompts_per_step % self.rl.mini_batches:
             raise ValueError("rl.prompts_per_step must be a multiple of rl.mini_batches")
         if self.rl.vision_cache_dir is not None and not self.rl.cache_vision:
@@ -399,26 +406,6 @@ class RecipeConfig(_Strict):
         if self.data.train is None and not self.data.gym.enabled:
             raise ValueError("data.train is required unless data.gym.enabled is true")
         return self
-
-    def _check_components(self) -> None:
-        """Every named hook component is registered; the error names the field and the valid names."""
-        from reelrl.algos import GROUP_FILTERS, PAIR_LOSSES, REWARD_SHAPING, TOKEN_WEIGHTS
-        from reelrl.data.curriculum import ROW_SOURCES
-        from reelrl.train.augments import AUGMENTS
-
-        rl = self.rl
-        checks = [("rl.row_source.name", ROW_SOURCES, rl.row_source.name), ("dpo.loss", PAIR_LOSSES, self.dpo.loss)]
-        checks += [(f"rl.augment[{i}].name", AUGMENTS, a.name) for i, a in enumerate(rl.augment)]
-        checks += [(f"rl.reward_shaping[{i}].name", REWARD_SHAPING, a.name) for i, a in enumerate(rl.reward_shaping)]
-        if rl.group_filter is not None:
-            checks.append(("rl.group_filter.name", GROUP_FILTERS, rl.group_filter.name))
-        if rl.token_weights is not None:
-            checks.append(("rl.token_weights.name", TOKEN_WEIGHTS, rl.token_weights.name))
-        for field, reg, name in checks:
-            if name not in reg:
-                raise ValueError(f"{field}: unknown name {name!r}; allowed: {reg.names()}")
-        if rl.loss == "tw_grpo" and rl.token_weights is None:
-            raise ValueError("rl.loss 'tw_grpo' needs rl.token_weights (e.g. {name: tw_grpo, alpha: 1.7})")
 
     # ------------------------------------------------------------------ paths
     def run_dir(self) -> Path:
@@ -527,8 +514,11 @@ def read_recipe_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
     return _deep_merge(base_tree, tree)
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
-    """Read a recipe YAML (or packaged recipe name) and its bases, apply dotted overrides, validate."""
+def read_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
+    """Read a recipe YAML (or packaged recipe name) and its bases, apply dotted overrides, validate the fields.
+
+    Component names and their kwargs are checked by ``reelrl.pipeline.load_recipe``.
+    """
     path = resolve_recipe(path)
     tree = read_recipe_tree(path)
     for key, value in parse_overrides(overrides or []):

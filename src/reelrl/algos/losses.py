@@ -65,7 +65,7 @@ class PolicyBatch:
       - ``ref_logp`` [N, T] or None: reference-model log-probs (detached here);
         needed only when a loss uses ``beta > 0``.
       - ``advantages`` [N] (per sequence) or [N, T] (per token); detached here.
-        None only for losses that do not use advantages (``sft``).
+        Every registered loss needs them (PolicyBatch itself accepts None).
       - ``mask`` [N, T]: 1.0 on completion tokens (EOS included), 0.0 after.
       - ``token_weights`` [N, T] or None: per-token weights (TW-GRPO); detached.
       - ``group_size``: G, the number of completions per prompt; ``N % G == 0``.
@@ -240,7 +240,7 @@ class _Clean:
     mask: Tensor  # [N, T] float32
 
 
-def _prepare(batch: PolicyBatch, name: str, *, need_adv: bool = True) -> _Clean:
+def _prepare(batch: PolicyBatch, name: str) -> _Clean:
     """Cast to float32 and neutralise masked positions (garbage there must not leak)."""
     if not isinstance(batch, PolicyBatch):
         raise TypeError(f"loss {name!r}: expected a PolicyBatch, got {type(batch).__name__}")
@@ -252,7 +252,7 @@ def _prepare(batch: PolicyBatch, name: str, *, need_adv: bool = True) -> _Clean:
         return None if x is None else torch.where(keep, x.float(), fill)  # [N, T]
 
     adv = batch.advantages
-    if need_adv and adv is None:
+    if adv is None:
         raise ValueError(f"loss {name!r} needs PolicyBatch.advantages ([N] or [N, T])")
     if adv is not None and adv.dim() == 1:
         adv = adv[:, None].expand_as(m)  # [N, T]
@@ -349,27 +349,92 @@ def _clipped_pg(
     return LossOutput(loss=loss, metrics=metrics)
 
 
-def _token_ratio(c: _Clean) -> Tensor:
-    """Per-token importance ratio exp(logp - old_logp) (1 at masked positions)."""
-    return torch.exp(c.logp - c.old_logp)  # [N, T]
+def _ratio(c: _Clean, sequence: bool) -> Tensor:
+    """Importance ratio ``[N, T]``: per token ``exp(logp - old_logp)``, or GSPO's sequence ratio.
+
+    The sequence ratio is taken in the GSPO-token form ``s_i,t = sg[s_i] * pi_t /
+    sg[pi_t]`` with ``s_i = exp(mean_t log(pi / pi_old))``: its value is
+    ``s_i`` and its gradient on token t is ``s_i * grad log pi_t``. Masked
+    positions hold 1 (token form) or ``s_i`` (sequence form); the aggregation
+    never reads them.
+    """
+    if not sequence:
+        return torch.exp(c.logp - c.old_logp)  # [N, T]
+    log_ratio = c.logp - c.old_logp  # [N, T] (0 at masked positions)
+    seq_log_ratio = log_ratio.sum(dim=-1) / c.mask.sum(dim=-1).clamp(min=1.0)  # [N]
+    return torch.exp(seq_log_ratio.detach()[:, None] + c.logp - c.logp.detach())  # [N, T]
 
 
-# ----------------------------------------------------------------------- losses
-
-
-@LOSSES.register("grpo", advantage_weighted=True)
-def grpo_loss(
+def clipped_policy_gradient(
     batch: PolicyBatch,
     *,
-    agg: str = "seq-mean-token-mean",
-    num_tokens: float | None = None,
-    num_seqs: float | None = None,
-    max_len: int | None = None,
-    clip_low: float = 0.2,
-    clip_high: float = 0.2,
-    beta: float = 0.04,
-    kl_estimator: str = "k3",
+    name: str,
+    agg: str,
+    num_tokens: float | None,
+    num_seqs: float | None,
+    max_len: int | None,
+    clip_low: float,
+    clip_high: float,
+    beta: float,
+    kl_estimator: str,
+    sequence_ratio: bool = False,
+    needs_token_weights: bool = False,
 ) -> LossOutput:
+    """The one clipped policy-gradient body behind ``grpo``, ``dapo``, ``dr_grpo``, ``tw_grpo`` and ``gspo``.
+
+    Per token: ``-min(rho * A, clip(rho, 1 - clip_low, 1 + clip_high) * A)``,
+    times ``batch.token_weights`` when set, aggregated with ``agg`` (global
+    normalisers ``num_tokens`` / ``num_seqs`` / ``max_len``), plus
+    ``beta * KL(policy || ref)`` aggregated the same way when ``beta > 0``.
+    ``rho`` is the token ratio, or GSPO's sequence ratio with ``sequence_ratio``.
+    The registered methods differ only in their defaults (see each one's docstring).
+    """
+    if needs_token_weights and batch.token_weights is None:
+        raise ValueError(
+            f"loss {name!r} needs PolicyBatch.token_weights [N, T] "
+            "(compute them with reelrl.algos.token_weights.tw_grpo_weights)"
+        )
+    c = _prepare(batch, name)
+    out = _clipped_pg(
+        c, _ratio(c, sequence_ratio), name, clip_low=clip_low, clip_high=clip_high, beta=beta,
+        kl_estimator=kl_estimator, agg=agg, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len,
+    )
+    if sequence_ratio:
+        has_tokens = c.mask.sum(dim=-1) > 0  # [N]
+        s = (c.logp - c.old_logp).detach().sum(dim=-1) / c.mask.sum(dim=-1).clamp(min=1.0)  # [N]
+        out.metrics["seq_ratio_mean"] = float(s.exp()[has_tokens].mean()) if bool(has_tokens.any()) else 1.0
+    return out
+
+
+def _clipped_method(
+    name: str, doc: str, *, agg: str, clip_low: float, clip_high: float, beta: float, **flags: bool
+) -> LossFn:
+    """Register :func:`clipped_policy_gradient` as loss ``name`` with that method's defaults."""
+
+    def loss(
+        batch: PolicyBatch,
+        *,
+        agg: str = agg,
+        num_tokens: float | None = None,
+        num_seqs: float | None = None,
+        max_len: int | None = None,
+        clip_low: float = clip_low,
+        clip_high: float = clip_high,
+        beta: float = beta,
+        kl_estimator: str = "k3",
+    ) -> LossOutput:
+        return clipped_policy_gradient(
+            batch, name=name, agg=agg, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len,
+            clip_low=clip_low, clip_high=clip_high, beta=beta, kl_estimator=kl_estimator, **flags,
+        )
+
+    loss.__name__ = loss.__qualname__ = f"{name}_loss"
+    loss.__doc__ = doc
+    return LOSSES.register(name, advantage_weighted=True)(loss)
+
+
+grpo_loss = _clipped_method(
+    "grpo",
     """GRPO: -min(rho*A, clip(rho, 1-clip_low, 1+clip_high)*A) + beta*KL, per token.
 
     Paper: Shao et al. 2024, "DeepSeekMath" (GRPO); defaults follow Video-R1
@@ -377,112 +442,46 @@ def grpo_loss(
     ``beta = 0`` needs no reference log-probs. If ``batch.token_weights`` is
     set, it multiplies the per-token surrogate (not the KL term; TW-GRPO).
     Deviations: none (the KL is added per token before aggregation, as in TRL).
-    """
-    c = _prepare(batch, "grpo")
-    return _clipped_pg(
-        c, _token_ratio(c), "grpo", clip_low=clip_low, clip_high=clip_high, beta=beta,
-        kl_estimator=kl_estimator, agg=agg, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len,
-    )
+    """,
+    agg="seq-mean-token-mean", clip_low=0.2, clip_high=0.2, beta=0.04,
+)
 
-
-@LOSSES.register("dapo", advantage_weighted=True)
-def dapo_loss(
-    batch: PolicyBatch,
-    *,
-    agg: str = "token-mean",
-    num_tokens: float | None = None,
-    num_seqs: float | None = None,
-    max_len: int | None = None,
-    clip_low: float = 0.2,
-    clip_high: float = 0.28,
-    beta: float = 0.0,
-    kl_estimator: str = "k3",
-) -> LossOutput:
+dapo_loss = _clipped_method(
+    "dapo",
     """DAPO: the GRPO surrogate with clip-higher (eps_high 0.28) and token-mean aggregation.
 
     Paper: Yu et al. 2025, "DAPO". No KL by default (beta 0). Dynamic sampling
-    is a batch filter (:func:`reelrl.algos.advantages.dynamic_sampling_mask`);
+    is a group filter (``dynamic_sampling`` in :data:`reelrl.algos.GROUP_FILTERS`);
     the overlong reward shaping belongs to the rewards. Deviations: none.
-    """
-    c = _prepare(batch, "dapo")
-    return _clipped_pg(
-        c, _token_ratio(c), "dapo", clip_low=clip_low, clip_high=clip_high, beta=beta,
-        kl_estimator=kl_estimator, agg=agg, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len,
-    )
+    """,
+    agg="token-mean", clip_low=0.2, clip_high=0.28, beta=0.0,
+)
 
-
-@LOSSES.register("dr_grpo", advantage_weighted=True)
-def dr_grpo_loss(
-    batch: PolicyBatch,
-    *,
-    agg: str = "seq-mean-token-sum",
-    num_tokens: float | None = None,
-    num_seqs: float | None = None,
-    max_len: int | None = None,
-    clip_low: float = 0.2,
-    clip_high: float = 0.2,
-    beta: float = 0.0,
-    kl_estimator: str = "k3",
-) -> LossOutput:
+dr_grpo_loss = _clipped_method(
+    "dr_grpo",
     """Dr. GRPO: the GRPO surrogate summed over tokens / max_len, mean over sequences.
 
     Paper: Liu et al. 2025, "Understanding R1-Zero-Like Training". Pair with the
     ``dr_grpo`` advantage (no std scaling). ``max_len`` (the generation budget)
-    is required. No KL by default. Deviations: none.
-    """
-    if agg == "seq-mean-token-sum" and max_len is None:
-        raise ValueError("loss 'dr_grpo': max_len (max completion tokens) is required")
-    c = _prepare(batch, "dr_grpo")
-    return _clipped_pg(
-        c, _token_ratio(c), "dr_grpo", clip_low=clip_low, clip_high=clip_high, beta=beta,
-        kl_estimator=kl_estimator, agg=agg, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len,
-    )
+    is required by the ``seq-mean-token-sum`` aggregation. No KL by default.
+    Deviations: none.
+    """,
+    agg="seq-mean-token-sum", clip_low=0.2, clip_high=0.2, beta=0.0,
+)
 
-
-@LOSSES.register("tw_grpo", advantage_weighted=True)
-def tw_grpo_loss(
-    batch: PolicyBatch,
-    *,
-    agg: str = "seq-mean-token-mean",
-    num_tokens: float | None = None,
-    num_seqs: float | None = None,
-    max_len: int | None = None,
-    clip_low: float = 0.2,
-    clip_high: float = 0.2,
-    beta: float = 0.0,
-    kl_estimator: str = "k3",
-) -> LossOutput:
+tw_grpo_loss = _clipped_method(
+    "tw_grpo",
     """TW-GRPO: loss = -sum_t w_t * clipped surrogate * m / sum_t m, mean over sequences.
 
     Paper: "TW-GRPO" (token weighting + soft multi-choice reward); weights from
     :func:`reelrl.algos.token_weights.tw_grpo_weights`, beta 0. Requires
     ``batch.token_weights``. Deviations: none.
-    """
-    if batch.token_weights is None:
-        raise ValueError(
-            "loss 'tw_grpo' needs PolicyBatch.token_weights [N, T] "
-            "(compute them with reelrl.algos.token_weights.tw_grpo_weights)"
-        )
-    c = _prepare(batch, "tw_grpo")
-    return _clipped_pg(
-        c, _token_ratio(c), "tw_grpo", clip_low=clip_low, clip_high=clip_high, beta=beta,
-        kl_estimator=kl_estimator, agg=agg, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len,
-    )
+    """,
+    agg="seq-mean-token-mean", clip_low=0.2, clip_high=0.2, beta=0.0, needs_token_weights=True,
+)
 
-
-@LOSSES.register("gspo", advantage_weighted=True)
-def gspo_loss(
-    batch: PolicyBatch,
-    *,
-    agg: str = "seq-mean-token-mean",
-    num_tokens: float | None = None,
-    num_seqs: float | None = None,
-    max_len: int | None = None,
-    clip_low: float = 3e-4,
-    clip_high: float = 4e-4,
-    beta: float = 0.0,
-    kl_estimator: str = "k3",
-) -> LossOutput:
+gspo_loss = _clipped_method(
+    "gspo",
     """GSPO: clipped surrogate on the sequence-level ratio s_i = exp(mean_t log(pi/pi_old)).
 
     Paper: Zheng et al. 2025, "Group Sequence Policy Optimization". Implemented
@@ -492,20 +491,9 @@ def gspo_loss(
     objective -1/G sum_i min(s_i A_i, clip(s_i) A_i). Clip range 3e-4 / 4e-4
     (paper). Advantages are normally per sequence ([N]); [N, T] gives GSPO-token.
     Deviations: none.
-    """
-    c = _prepare(batch, "gspo")
-    log_ratio = c.logp - c.old_logp  # [N, T] (0 at masked positions)
-    seq_log_ratio = log_ratio.sum(dim=-1) / c.mask.sum(dim=-1).clamp(min=1.0)  # [N]
-    log_s = seq_log_ratio.detach()[:, None] + c.logp - c.logp.detach()  # [N, T]
-    ratio = torch.exp(log_s)  # [N, T]
-    out = _clipped_pg(
-        c, ratio, "gspo", clip_low=clip_low, clip_high=clip_high, beta=beta,
-        kl_estimator=kl_estimator, agg=agg, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len,
-    )
-    has_tokens = c.mask.sum(dim=-1) > 0  # [N]
-    s = torch.exp(seq_log_ratio.detach())  # [N]
-    out.metrics["seq_ratio_mean"] = float(s[has_tokens].mean()) if bool(has_tokens.any()) else 1.0
-    return out
+    """,
+    agg="seq-mean-token-mean", clip_low=3e-4, clip_high=4e-4, beta=0.0, sequence_ratio=True,
+)
 
 
 _VAR_FLOOR = 1e-12  # floor under the variance of rho: keeps sqrt's gradient finite at rho == const
@@ -572,27 +560,4 @@ def reg_grpo_loss(
         "a_hat_abs_mean": float(a_hat.detach().abs().mean()),
         **kl_metrics,
     }
-    return LossOutput(loss=loss, metrics=metrics)
-
-
-@LOSSES.register("sft")
-def sft_loss(
-    batch: PolicyBatch,
-    *,
-    agg: str = "token-mean",
-    num_tokens: float | None = None,
-    num_seqs: float | None = None,
-    max_len: int | None = None,
-) -> LossOutput:
-    """Supervised fine-tuning: masked negative log-likelihood of the completion tokens.
-
-    Token-mean by default (the usual SFT/CoT-SFT objective, LongVILA-R1 stage 1).
-    Uses only ``logp`` and ``mask`` (and ``token_weights`` if given).
-    """
-    c = _prepare(batch, "sft", need_adv=False)
-    nll = -c.logp  # [N, T]
-    if c.weights is not None:
-        nll = nll * c.weights  # [N, T]
-    loss = aggregate(nll, c.mask, agg, num_tokens=num_tokens, num_seqs=num_seqs, max_len=max_len)  # []
-    metrics = {"nll": _token_mean(-c.logp.detach(), c.mask), "sft_loss": float(loss.detach())}
     return LossOutput(loss=loss, metrics=metrics)

@@ -4,8 +4,8 @@ Two methods (algorithms.md):
 
 * **TW-GRPO question-answer inversion** -- :func:`invert_question` turns a
   single-answer choice question into a multi-answer one whose correct answers
-  are the old distractors. Registered in :data:`ROW_TRANSFORMS` as
-  ``"qa_inversion"`` (applied with probability ``p``).
+  are the old distractors; :func:`qa_inversion` applies it with probability
+  ``p`` (the ``qa_inversion`` augmentation of ``rl.augment``).
 * **DeepVideo-R1 difficulty-aware augmentation** -- :class:`ReplayDifficulty`
   measures how hard a sample is relative to recent samples (``dR``) and
   :func:`difficulty_augmentation` turns ``dR`` into an :class:`AugmentPlan`:
@@ -53,18 +53,12 @@ import re
 import zlib
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from reelrl.data.schema import LETTERS, VideoRow
-from reelrl.registry import Registry
-from reelrl.video.transforms import gaussian_noise, mask_frames
-
-FrameTransform = Callable[[np.ndarray], np.ndarray]
-RowTransformFn = Callable[..., VideoRow]
-
-ROW_TRANSFORMS: Registry[RowTransformFn] = Registry("row transform")
+from reelrl.video.transforms import FrameTransform, gaussian_noise, mask_frames
 
 # --------------------------------------------------------------------------- QA inversion
 
@@ -199,7 +193,6 @@ def invert_question(
     return VideoRow.model_validate(data)
 
 
-@ROW_TRANSFORMS.register("qa_inversion")
 def qa_inversion(row: VideoRow, rng: np.random.Generator, *, p: float = 0.5) -> VideoRow:
     """With probability ``p`` replace ``row`` by :func:`invert_question` (the row itself when not applicable).
 

@@ -8,8 +8,8 @@ uninterrupted run would.
 
 Registered in :data:`ROW_SOURCES` as factories ``(rows, batch_size, seed, **kwargs) -> RowSource``:
 
-* ``"uniform"`` -- seeded epoch permutations of all rows (like
-  :class:`reelrl.train.sampler.RowSampler`; same seeding, ``[seed, epoch]``).
+* ``"uniform"`` -- seeded epoch permutations of all rows (``[seed, epoch]``);
+  the SFT and DPO stages read their rows / pairs through it too.
 * ``"difficulty_curriculum"`` -- VideoTG-R1-style: rows ordered easiest first,
   a pool that admits harder rows over training, and a masking schedule for
   hard rows (:meth:`DifficultyCurriculum.mask_schedule`).
@@ -19,7 +19,8 @@ Registered in :data:`ROW_SOURCES` as factories ``(rows, batch_size, seed, **kwar
   group was all correct, with probability ``drop_frac``.
 
 DAPO dynamic sampling needs refills inside one step, so it is not a source:
-see :func:`select_groups` and :func:`oversample_factor`.
+it is a group filter (``rl.group_filter``, :data:`reelrl.algos.GROUP_FILTERS`)
+whose dropped groups the trainer replaces with more generation batches.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 
 from reelrl.data.schema import VideoRow
 from reelrl.registry import Registry
+from reelrl.seeding import rng
 
 
 @runtime_checkable
@@ -101,7 +103,7 @@ class _EpochCursor:
         size = len(self.pool)
         while len(out) < n:
             order = (
-                np.random.default_rng([*self.seed_key, self.epoch]).permutation(size) if self.shuffle else np.arange(size)
+                rng(*self.seed_key, self.epoch).permutation(size) if self.shuffle else np.arange(size)
             )  # [P]
             k = min(n - len(out), size - self.cursor)
             out.extend(int(self.pool[j]) for j in order[self.cursor : self.cursor + k])
@@ -246,9 +248,9 @@ class DifficultyCurriculum:
             self._draw += 1
         else:
             self._last_step, self._draw = step, 0
-        rng = np.random.default_rng([self.seed, max(0, step), self._draw])
+        rand = rng(self.seed, max(0, step), self._draw)
         reps = math.ceil(self.batch_size / len(pool))
-        picks = np.concatenate([rng.permutation(len(pool)) for _ in range(reps)])[: self.batch_size]  # [B]
+        picks = np.concatenate([rand.permutation(len(pool)) for _ in range(reps)])[: self.batch_size]  # [B]
         return [int(pool[j]) for j in picks]
 
     def is_hard(self, row: VideoRow) -> bool:
@@ -473,7 +475,7 @@ class FilterAllCorrect:
         acc, _ = check_observation(self.kind, self.n, indices, accuracy, rewards)  # [B, G]
         all_correct = np.all(acc >= 1.0, axis=1)  # [B]
         for b, i in enumerate(indices):
-            if all_correct[b] and np.random.default_rng([self.seed, 1, step, int(i)]).random() < self.drop_frac:
+            if all_correct[b] and rng(self.seed, 1, step, int(i)).random() < self.drop_frac:
                 self.dropped.add(int(i))
         self.inner.observe(step, indices, accuracy, rewards)
 
@@ -510,44 +512,3 @@ def filter_all_correct(
     _check_common(rows, batch_size, "filter_all_correct")
     src = ROW_SOURCES.get(inner)(rows, batch_size, seed, **(inner_kwargs or {}))
     return FilterAllCorrect(src, len(rows), batch_size, seed, drop_frac=drop_frac)
-
-
-# --------------------------------------------------------------------------- DAPO dynamic sampling
-
-
-def select_groups(values: np.ndarray, need: int, *, eps: float = 1e-8) -> list[int]:
-    """DAPO dynamic sampling: indices of the first ``need`` groups whose values are not all equal.
-
-    ``values`` is ``[B', G]`` (accuracy or rewards of ``B'`` oversampled groups).
-    A group is kept when ``max - min > eps`` (a constant group has zero
-    advantage everywhere and gives no gradient). Kept groups stay in order.
-    The result may be shorter than ``need``: the caller samples more prompts
-    (DAPO repeats generation batches up to a cap) and calls this again.
-    """
-    v = np.asarray(values, dtype=np.float64)  # [B', G]
-    if v.ndim != 2:
-        raise ValueError(f"select_groups: values must be [B', G], got shape {v.shape}")
-    if need < 0:
-        raise ValueError(f"select_groups: need must be >= 0, got {need}")
-    spread = v.max(axis=1) - v.min(axis=1) if v.shape[1] > 0 else np.zeros(v.shape[0])  # [B']
-    keep = np.flatnonzero(spread > eps)  # [K]
-    return [int(i) for i in keep[:need]]
-
-
-def oversample_factor(kept: int, seen: int, *, safety: float = 1.2, max_factor: float = 4.0) -> float:
-    """How many prompts to sample per needed group: ``clip(safety * seen / kept, 1, max_factor)``.
-
-    ``kept / seen`` is the observed rate of groups that survive
-    :func:`select_groups` (e.g. over recent steps); with no data yet
-    (``seen == 0``) the answer is ``safety``, and with nothing kept
-    ``max_factor``. Sample ``ceil(factor * need)`` prompts per generation batch.
-    """
-    if seen < 0 or kept < 0 or kept > seen:
-        raise ValueError(f"oversample_factor: need 0 <= kept <= seen, got kept={kept}, seen={seen}")
-    if safety < 1.0 or max_factor < 1.0:
-        raise ValueError(f"oversample_factor: safety and max_factor must be >= 1, got {safety}, {max_factor}")
-    if seen == 0:
-        return min(safety, max_factor)
-    if kept == 0:
-        return max_factor
-    return float(min(max_factor, max(1.0, safety * seen / kept)))

@@ -41,8 +41,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from reelrl.data.answers import extract_tag, parse_choice, parse_choices, parse_number
 from reelrl.data.schema import LETTERS, DataError, VideoRow, write_jsonl
-from reelrl.rewards.extract import extract_tag, parse_choice, parse_choices, parse_number
 
 __all__ = ["VIDEO_R1_PROBLEM_TYPES", "import_video_r1", "convert_video_r1"]
 

@@ -10,14 +10,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from reelrl.data.answers import extract_tag, final_claim, normalised_answer
+from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import VideoRow
 from reelrl.models.vlm import VLM
+from reelrl.monitor.progress import progress_bar
 from reelrl.rewards import RewardSpec, compute_rewards
-from reelrl.rewards.extract import extract_tag
 from reelrl.rollout.hf import SamplingParams, decode_groups, prefill_group
-from reelrl.train.progress import progress_bar
-from reelrl.train.prompts import PromptEncoder
-from reelrl.train.verifier import final_claim, normalised_answer
 
 
 @torch.no_grad()
@@ -94,7 +93,7 @@ def reasoning_checks(text: str, row: VideoRow) -> dict:
     """What the reasoning claims versus what the completion answers (choice and numeric rows).
 
     ``claim``: the last option or number the ``<think>`` text names
-    (:func:`reelrl.train.verifier.final_claim`); ``consistent``: the answer
+    (:func:`reelrl.data.answers.final_claim`); ``consistent``: the answer
     equals that claim; ``claim_correct``: the claim equals the gold answer.
     Both are None when the reasoning claims nothing checkable. A model whose
     claims are right but whose answers are not has learned to see, not to answer.

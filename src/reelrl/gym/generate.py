@@ -18,8 +18,8 @@ byte-identical JSONL files and videos that decode to identical frames.
 from __future__ import annotations
 
 import json
-import shutil
 import multiprocessing
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
@@ -136,7 +136,13 @@ def generate_gym(
         (out / f"{s}.jsonl").unlink(missing_ok=True)
     it = _run(jobs, workers)
     if progress:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
         with Progress(TextColumn("gym"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
             task = bar.add_task("videos", total=len(jobs))

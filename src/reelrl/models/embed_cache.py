@@ -321,7 +321,7 @@ class VideoEmbeddingCache:
         """``vlm.encode_vision(prompt)`` through the cache (a miss computes and stores it).
 
         The prompt must carry ``meta["video"]`` and ``meta["sampling"]`` (set by
-        :class:`reelrl.train.prompts.PromptEncoder`); otherwise, or when it was
+        :class:`reelrl.data.prompts.PromptEncoder`); otherwise, or when it was
         built with an unnamed frame transform, the tower runs and nothing is stored.
         """
         meta = prompt.meta

@@ -135,7 +135,7 @@ def default_corpus() -> list[str]:
             f"Which {s} {v} first?",
             f"When does the {c} {s} {v}? Give the start and end time in seconds.",
             f"What color is the {s} that {v} last?",
-            f"In which order do the objects appear?",
+            "In which order do the objects appear?",
             f"A. {c} {s}",
             f"<think>I count the {c} {s}s frame by frame. The {s} {v} at 1.5 seconds.</think><answer>{i % 4 + 1}</answer>",
             f"<think>The {c} {s} {v} before the others.</think><answer>{'ABCD'[i % 4]}</answer>",
@@ -145,7 +145,14 @@ def default_corpus() -> list[str]:
 
 def _train_tokenizer(texts: list[str], vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Train a byte-level BPE with Qwen's pre-tokenizer; return (vocab, merges)."""
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
 
     tok = Tokenizer(models.BPE(unk_token=None, continuing_subword_prefix="", end_of_word_suffix=""))
     tok.normalizer = normalizers.NFC()
@@ -264,7 +271,11 @@ def build_tiny(
     Returns:
         The output directory as a ``Path``.
     """
-    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import (
+        GenerationConfig,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+    )
 
     from reelrl.models.processing import VideoSpec, write_processor_files
 

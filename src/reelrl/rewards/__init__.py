@@ -6,8 +6,7 @@ turns a list of :class:`RewardSpec` into a total reward tensor plus per-reward
 columns.
 """
 
-from reelrl.rewards.combine import RewardSpec, compute_rewards, resolve_reward
-from reelrl.rewards.extract import (
+from reelrl.data.answers import (
     extract_tag,
     has_format,
     parse_choice,
@@ -15,6 +14,7 @@ from reelrl.rewards.extract import (
     parse_number,
     parse_span,
 )
+from reelrl.rewards.combine import RewardSpec, compute_rewards, resolve_reward
 from reelrl.rewards.functions import REWARDS, RewardFn, score_answer
 
 __all__ = [

@@ -28,9 +28,7 @@ import math
 from collections import Counter
 from typing import Any, Callable, Sequence
 
-from reelrl.data.schema import LETTERS
-from reelrl.registry import Registry
-from reelrl.rewards.extract import (
+from reelrl.data.answers import (
     extract_tag,
     has_format,
     parse_choice,
@@ -38,6 +36,8 @@ from reelrl.rewards.extract import (
     parse_number,
     parse_span,
 )
+from reelrl.data.schema import LETTERS
+from reelrl.registry import Registry
 
 RewardFn = Callable[..., list[float | None]]
 REWARDS: Registry[RewardFn] = Registry("reward")

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-
 from transformers.cache_utils import DynamicCache
 
 from reelrl.models.vlm import VLM, EncodedPrompt

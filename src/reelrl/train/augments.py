@@ -9,7 +9,9 @@ Each entry is a factory ``(host, **kwargs) -> Hook`` (see :mod:`reelrl.train.hoo
   again on noisy / masked frames and hard groups with a reasoning hint.
 
 Every random choice is seeded by ``[seed, step, row index, tag]``, so a
-resumed run makes the same choices.
+resumed run makes the same choices. An entry may carry a ``check`` trait,
+``check(rl, **kwargs)``, that :func:`reelrl.train.catalog.check_recipe` calls
+when the recipe loads, so bad arguments fail before any model is built.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from reelrl.config import RLConfig
 from reelrl.data.augment import ReplayDifficulty, difficulty_augmentation, qa_inversion
 from reelrl.data.curriculum import irrelevant_spans
 from reelrl.registry import Registry
+from reelrl.seeding import rng
 from reelrl.train.groups import Group, PromptView
 from reelrl.train.hooks import Hook, HookHost
 from reelrl.video.decode import VideoError, probe
@@ -39,7 +43,34 @@ def _rates(counts: Counter, total: int, prefix: str) -> dict[str, float]:
     return {f"{prefix}/{k}_frac": v / total for k, v in counts.items()} if total else {}
 
 
-@AUGMENTS.register("qa_inversion")
+def _check_qa_inversion(rl: RLConfig, *, p: float = 0.5) -> None:
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"qa_inversion: p must lie in [0, 1], got {p}")
+
+
+def _check_curriculum_mask(rl: RLConfig, *, fill: int = 0) -> None:
+    if rl.row_source.name != "difficulty_curriculum":
+        raise ValueError(
+            "curriculum_mask needs a row source with mask_schedule "
+            f"(rl.row_source.name: difficulty_curriculum), got {rl.row_source.name!r}"
+        )
+    if not 0 <= fill <= 255:
+        raise ValueError(f"curriculum_mask: fill must be a pixel value in [0, 255], got {fill}")
+
+
+_PLAN_ARGS = [k for k in inspect.signature(difficulty_augmentation).parameters if k not in ("row", "dR", "rng")]
+
+
+def _check_difficulty_aware(rl: RLConfig, *, window: int = 100, **plan_kwargs: Any) -> None:
+    bad = sorted(k for k in plan_kwargs if k not in _PLAN_ARGS)
+    if bad:
+        allowed = [k for k in _PLAN_ARGS if k != "trace"]
+        raise ValueError(f"difficulty_aware: unknown kwargs {bad}; allowed: window, {allowed}")
+    if window < 1:
+        raise ValueError(f"difficulty_aware: window must be >= 1, got {window}")
+
+
+@AUGMENTS.register("qa_inversion", check=_check_qa_inversion)
 class QAInversion(Hook):
     """TW-GRPO question-answer inversion (:func:`reelrl.data.augment.qa_inversion`) with probability ``p``.
 
@@ -50,14 +81,12 @@ class QAInversion(Hook):
     """
 
     def __init__(self, host: HookHost, *, p: float = 0.5) -> None:
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"rl.augment qa_inversion: p must lie in [0, 1], got {p}")
         self.p = p
         self.counts: Counter = Counter()
 
     def view(self, host: HookHost, index: int, view: PromptView) -> PromptView:
-        rng = np.random.default_rng([host.cfg.seed, host.step_idx, index, TAG_INVERT])
-        row = qa_inversion(view.row, rng, p=self.p)
+        rand = rng(host.cfg.seed, host.step_idx, index, TAG_INVERT)
+        row = qa_inversion(view.row, rand, p=self.p)
         self.counts["total"] += 1
         self.counts["inverted"] += row is not view.row
         return view if row is view.row else replace(view, row=row)
@@ -68,7 +97,7 @@ class QAInversion(Hook):
         return out
 
 
-@AUGMENTS.register("curriculum_mask")
+@AUGMENTS.register("curriculum_mask", check=_check_curriculum_mask)
 class CurriculumMask(Hook):
     """VideoTG-R1 masking curriculum: blank ``frac`` of a hard row's video outside its annotated span.
 
@@ -87,11 +116,6 @@ class CurriculumMask(Hook):
     """
 
     def __init__(self, host: HookHost, *, fill: int = 0) -> None:
-        if not hasattr(host.source, "mask_schedule"):
-            raise ValueError(
-                "rl.augment curriculum_mask needs a row source with mask_schedule "
-                f"(rl.row_source.name: difficulty_curriculum), got {host.rl.row_source.name!r}"
-            )
         self.fill = fill
         self._durations: dict[str, float] = {}
         self.counts: Counter = Counter()
@@ -135,7 +159,7 @@ class CurriculumMask(Hook):
         return out
 
 
-@AUGMENTS.register("difficulty_aware")
+@AUGMENTS.register("difficulty_aware", check=_check_difficulty_aware)
 class DifficultyAware(Hook):
     """DeepVideo-R1 difficulty-aware augmentation (Park et al. 2025).
 
@@ -156,11 +180,6 @@ class DifficultyAware(Hook):
     """
 
     def __init__(self, host: HookHost, *, window: int = 100, **plan_kwargs: Any) -> None:
-        params = inspect.signature(difficulty_augmentation).parameters
-        bad = sorted(k for k in plan_kwargs if k not in params or k in ("row", "dR", "rng"))
-        if bad:
-            allowed = [k for k in params if k not in ("row", "dR", "rng", "trace")]
-            raise ValueError(f"rl.augment difficulty_aware: unknown kwargs {bad}; allowed: window, {allowed}")
         self.buffer = ReplayDifficulty(window)
         self.plan_kwargs = plan_kwargs
         self.counts: Counter = Counter()
@@ -172,8 +191,8 @@ class DifficultyAware(Hook):
         self.buffer.observe(means)
         requests, slots = [], []  # augmented views, rolled out in one decode batch
         for i, (g, gap) in enumerate(zip(groups, gaps)):
-            rng = np.random.default_rng([host.cfg.seed, host.step_idx, g.index, TAG_DIFFICULTY, *g.key])
-            plan = difficulty_augmentation(g.view.row, gap, rng, **self.plan_kwargs)
+            rand = rng(host.cfg.seed, host.step_idx, g.index, TAG_DIFFICULTY, *g.key)
+            plan = difficulty_augmentation(g.view.row, gap, rand, **self.plan_kwargs)
             self.counts[plan.kind] += 1
             self.gaps.append(abs(gap))
             if plan.kind == "none":

@@ -28,24 +28,21 @@ import math
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from reelrl.algos import PAIR_LOSSES, sequence_logp
 from reelrl.config import RecipeConfig
+from reelrl.data.curriculum import UniformSource
+from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import VideoRow
 from reelrl.models.vlm import VLM, EncodedPrompt, token_logprobs
+from reelrl.monitor.progress import progress_bar
 from reelrl.rewards import RewardSpec, compute_rewards
 from reelrl.rollout.hf import SamplingParams, generate_group, make_generators
-from reelrl.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from reelrl.train.hooks import seed_of
-from reelrl.train.metrics import MetricsLogger, Timer
-from reelrl.train.optim import clip_and_norm, make_optimizer, make_scheduler
-from reelrl.train.progress import progress_bar
-from reelrl.train.prompts import PromptEncoder
-from reelrl.train.rl import ReferencePolicy, sampling_params
-from reelrl.train.sampler import RowSampler
+from reelrl.seeding import rng, seed_of
+from reelrl.train.loop import StageTrainer
+from reelrl.train.policy import ReferencePolicy, sampling_params
 from reelrl.train.verifier import Judge, build_pairs, verify
 
 TAG_DPO = 301
@@ -62,8 +59,14 @@ def pad_pair(chosen: list[int], rejected: list[int], pad_id: int, device) -> tup
     return tokens.to(device), mask.to(device)
 
 
-class DPOTrainer:
+class DPOTrainer(StageTrainer):
     """Collects verified preference pairs once, then runs DPO steps on them (module docstring)."""
+
+    title = "DPO"
+
+    @staticmethod
+    def needs_reference(cfg: RecipeConfig) -> bool:
+        return True
 
     def __init__(
         self,
@@ -73,25 +76,22 @@ class DPOTrainer:
         encoder: PromptEncoder,
         rows: list[VideoRow],
         stage_dir: Path,
-        reference: ReferencePolicy,
+        reference: ReferencePolicy | None = None,
     ) -> None:
-        self.cfg, self.d = cfg, cfg.dpo
-        self.vlm, self.tok, self.encoder, self.rows = vlm, tokenizer, encoder, rows
-        self.stage_dir = Path(stage_dir)
+        super().__init__(cfg, vlm, encoder, stage_dir)
+        if reference is None:
+            raise ValueError("the DPO stage needs a reference policy")
+        self.d, self.tok, self.rows = cfg.dpo, tokenizer, rows
         self.reference = reference
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.vision_trainable = vlm.vision_trainable()
-        self.timer = Timer()
         self.pairs = self._load_or_collect()
         n = len(self.pairs)
-        self.steps = math.ceil(self.d.epochs * n / self.d.batch_size) if n else 0
-        self.sampler = RowSampler(max(n, 1), min(self.d.batch_size, max(n, 1)), cfg.seed, cfg.data.shuffle)
-        self.params = [p for p in vlm.wrapped.parameters() if p.requires_grad]
-        self.opt = make_optimizer(self.params, self.d.optim)
-        self.sched = make_scheduler(self.opt, max(1, self.steps), self.d.optim)
+        self.total_steps = math.ceil(self.d.epochs * n / self.d.batch_size) if n else 0
+        self.data = UniformSource(range(max(n, 1)), min(self.d.batch_size, max(n, 1)), cfg.seed, cfg.data.shuffle)
+        self.setup_optimizer(self.d.optim, self.total_steps)
         reasons = Counter(p["reason"] for p in self.pairs)
-        self.result = {"dpo/pairs": n, **{f"dpo/pairs_{k}": v for k, v in sorted(reasons.items())}}
-        self.step_idx = 0
+        self.pair_counts = {"dpo/pairs": n, **{f"dpo/pairs_{k}": v for k, v in sorted(reasons.items())}}
 
     # ------------------------------------------------------------------ pairs
     def _load_or_collect(self) -> list[dict]:
@@ -121,7 +121,7 @@ class DPOTrainer:
         judge = Judge(v.judge_path, self.vlm.device) if v.judge_path else None
         sampling = self._sampling()
         spec = [RewardSpec(v.accuracy_reward, 1.0)]
-        order = np.random.default_rng([self.cfg.seed, TAG_DPO]).permutation(len(self.rows))[: d.prompts]
+        order = rng(self.cfg.seed, TAG_DPO).permutation(len(self.rows))[: d.prompts]
         self.vlm.model.eval()
         pairs: list[dict] = []
         with progress_bar("DPO pairs", len(order), self.cfg.logging.progress) as bar:
@@ -179,40 +179,21 @@ class DPOTrainer:
 
     def train_step(self) -> dict[str, float]:
         self.vlm.model.train()
-        batch = self.sampler.next_batch()
+        batch = self.data.next_batch(self.step_idx)
         sums: Counter = Counter()
         with self.timer("update"):
             for j in batch:
                 out = self._loss(self.pairs[j], float(len(batch)))
-                if not torch.isfinite(out.loss):
-                    raise FloatingPointError(f"DPO step {self.step_idx}: non-finite loss on pair {j}")
+                self.check_finite(out.loss, f"on pair {j}")
                 out.loss.backward()
                 for k, val in out.metrics.items():  # losses are already divided by the batch's pair count
                     sums[k] += val if k.endswith("_loss") else val / len(batch)
-            norm = clip_and_norm(self.params, self.d.optim.grad_clip)
-            self.opt.step()
-            self.sched.step()
-            self.opt.zero_grad(set_to_none=True)
-        return {**{f"dpo/{k}": float(v) for k, v in sums.items()}, **self.result, "grad_norm": norm,
+            norm = self.optimizer_step()
+        return {**{f"dpo/{k}": float(v) for k, v in sums.items()}, **self.pair_counts, "grad_norm": norm,
                 "lr": self.sched.get_last_lr()[0], **self.timer.pop()}
 
-    def train(self, logger: MetricsLogger, resume: bool = False, stop_after: int | None = None) -> dict:
-        """Run until ``self.steps`` (or ``stop_after`` more steps); checkpoints per config."""
-        if resume and (ckpts := list_checkpoints(self.stage_dir)):
-            self.step_idx = load_checkpoint(ckpts[-1], self.vlm.wrapped, self.opt, self.sched, self.sampler)["step"]
-        last: dict = dict(self.result)
-        ck = self.cfg.checkpoint
-        with progress_bar("DPO", self.steps, self.cfg.logging.progress, start=self.step_idx) as bar:
-            while self.step_idx < self.steps:
-                if stop_after is not None and stop_after <= 0:
-                    break
-                last = self.train_step()
-                self.step_idx += 1
-                logger.log(self.step_idx, last)
-                bar.advance(f"loss {last.get('dpo/dpo_loss', float('nan')):.3f}")
-                if ck.every and self.step_idx % ck.every == 0:
-                    save_checkpoint(self.stage_dir, self.step_idx, self.vlm.wrapped, self.opt, self.sched,
-                                    self.sampler, ck.keep)
-                if stop_after is not None:
-                    stop_after -= 1
-        return last
+    def status(self, metrics: dict[str, float]) -> str:
+        return f"loss {metrics.get('dpo/dpo_loss', float('nan')):.3f}"
+
+    def result(self) -> dict[str, int]:
+        return dict(self.pair_counts)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable
 
 import numpy as np
 from torch import Tensor
@@ -11,8 +10,7 @@ from torch import Tensor
 from reelrl.data.schema import VideoRow
 from reelrl.models.vlm import EncodedPrompt
 from reelrl.rollout.hf import Rollout
-
-FrameTransform = Callable[[np.ndarray], np.ndarray]  # frames [T, H, W, 3] uint8 -> same shape
+from reelrl.video.transforms import FrameTransform
 
 
 @dataclass(frozen=True)
@@ -21,7 +19,7 @@ class PromptView:
 
     Hooks build views (QA inversion rewrites the row, curricula and T-GRPO add
     frame transforms, DeepVideo-R1 adds noise or a hint); every view goes
-    through the same :class:`~reelrl.train.prompts.PromptEncoder` path, so
+    through the same :class:`~reelrl.data.prompts.PromptEncoder` path, so
     the processor's temporal RoPE inputs are kept for each of them. The
     transform names form the encoder's cache key, so a name must determine its
     transform exactly (include any seed in it).

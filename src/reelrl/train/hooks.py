@@ -16,8 +16,8 @@ hook point         what runs there                                  recipe field
 ``token_weights``  per-token loss weights (TW-GRPO)                  ``rl.token_weights``
 =================  ===============================================  ==============================
 
-The row source (``rl.row_source``) is built by :func:`build_row_source`;
-:class:`DataState` bundles its state and the hooks' state for checkpoints.
+The hooks of one stage are built from the recipe by
+:class:`reelrl.train.method.Hooks`, next to the row source (``rl.row_source``).
 
 A hook sees the trainer through a narrow interface (:class:`HookHost`): the
 config, the step index, the rows, the row source, the prompt encoder, and two
@@ -27,17 +27,30 @@ methods: ``rollout_many([(view, index, key, n), ...])`` (one decode batch;
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from reelrl.algos import GROUP_FILTERS, REWARD_SHAPING, TOKEN_WEIGHTS, overlong_keep, temporal_bonus
-from reelrl.config import ComponentSpec, GroupFilterConfig, RecipeConfig, RLConfig, TemporalConfig, TokenWeightsConfig
-from reelrl.data.curriculum import ROW_SOURCES, RowSource
+from reelrl.algos import (
+    GROUP_FILTERS,
+    REWARD_SHAPING,
+    TOKEN_WEIGHTS,
+    overlong_keep,
+    temporal_bonus,
+)
+from reelrl.config import (
+    ComponentSpec,
+    GroupFilterConfig,
+    RecipeConfig,
+    RLConfig,
+    TemporalConfig,
+    TokenWeightsConfig,
+)
+from reelrl.data.curriculum import RowSource
 from reelrl.data.schema import VideoRow
+from reelrl.seeding import rng, seed_of
 from reelrl.train.groups import Group, PromptView
 from reelrl.video.transforms import shuffle_frames
 
@@ -89,30 +102,6 @@ class Hook:
         del state
 
 
-def build_component(field: str, factory: Callable, *args: Any, **kwargs: Any) -> Any:
-    """``factory(*args, **kwargs)``; a wrong keyword becomes a ValueError naming the recipe field."""
-    try:
-        inspect.signature(factory).bind(*args, **kwargs)
-    except TypeError as e:
-        raise ValueError(f"{field}: {e}") from None
-    return factory(*args, **kwargs)
-
-
-def seed_of(*key: int) -> int:
-    """A 32-bit seed derived from an integer key (numpy SeedSequence)."""
-    return int(np.random.SeedSequence([int(k) for k in key]).generate_state(1)[0])
-
-
-def build_row_source(cfg: RecipeConfig, rows: Sequence[VideoRow]) -> RowSource:
-    """The recipe's row source; a factory with a ``shuffle`` parameter gets ``data.shuffle`` unless set."""
-    spec = cfg.rl.row_source
-    factory = ROW_SOURCES.get(spec.name)
-    kwargs = dict(spec.kwargs)
-    if "shuffle" in inspect.signature(factory).parameters and "shuffle" not in kwargs:
-        kwargs["shuffle"] = cfg.data.shuffle
-    return build_component("rl.row_source.kwargs", factory, rows, cfg.rl.prompts_per_step, cfg.seed, **kwargs)
-
-
 def _stack(groups: list[Group], get: Callable[[Group], Tensor]) -> Tensor:
     return torch.stack([get(g).detach().float().cpu() for g in groups])  # [B, G]
 
@@ -144,7 +133,7 @@ class TemporalContrast(Hook):
         for g in groups:
             seed = seed_of(host.cfg.seed, host.step_idx, g.index, TAG_SHUFFLE, *g.key)
             view = g.view.with_transform(
-                f"shuffle({seed})", lambda f, s=seed: shuffle_frames(f, np.random.default_rng(s))
+                f"shuffle({seed})", lambda f, s=seed: shuffle_frames(f, rng(s))
             )
             requests.append((view, g.index, (*g.key, TAG_SHUFFLE), n))
         for g, shuffled in zip(groups, host.rollout_many(requests)):  # every shuffled copy in one decode batch
@@ -179,12 +168,6 @@ class RewardShaping(Hook):
 
     def __init__(self, specs: list[ComponentSpec], max_len: int) -> None:
         self.specs, self.max_len = specs, max_len
-        for i, s in enumerate(specs):
-            fn = REWARD_SHAPING.get(s.name)
-            try:
-                inspect.signature(fn).bind(None, lengths=None, truncated=None, accuracy=None, max_len=1, **s.kwargs)
-            except TypeError as e:
-                raise ValueError(f"rl.reward_shaping[{i}].kwargs: {e}") from None
 
     def after_score(self, host: HookHost, groups: list[Group]) -> list[Group]:
         rewards = _stack(groups, lambda g: g.rewards)  # [B, G]
@@ -220,11 +203,6 @@ class GroupFilter:
 
     def __init__(self, cfg: GroupFilterConfig) -> None:
         self.cfg = cfg
-        fn = GROUP_FILTERS.get(cfg.name)
-        try:
-            inspect.signature(fn).bind(None, None, generator=None, **cfg.kwargs)
-        except TypeError as e:
-            raise ValueError(f"rl.group_filter.kwargs: {e}") from None
         self.seen, self.kept = 0, 0
 
     def __call__(self, host: HookHost, groups: list[Group], round_idx: int) -> list[Group]:
@@ -254,80 +232,3 @@ class TokenWeighter:
         w = fn(logits.detach(), mask, self.cfg.alpha, group_size=group_size, temperature=self.temperature,
                chunk_size=self.cfg.chunk_size)  # [G, T]
         return w.detach()
-
-
-# ------------------------------------------------------------------ all hooks of a stage
-
-
-class Hooks:
-    """The hooks of one RL stage, in a fixed order, built from ``cfg.rl``.
-
-    after_score order: augmentations (which may re-roll a group), T-GRPO,
-    reward shaping, overlong filtering. So shaping sees the final rollouts and
-    the T-GRPO bonus, and advantages see everything.
-    """
-
-    def __init__(self, host: HookHost) -> None:
-        from reelrl.train.augments import AUGMENTS
-
-        rl = host.rl
-        self.augments: list[Hook] = [
-            build_component(f"rl.augment[{i}].kwargs", AUGMENTS.get(a.name), host, **a.kwargs)
-            for i, a in enumerate(rl.augment)
-        ]
-        self.scored: list[Hook] = list(self.augments)
-        if rl.temporal is not None:
-            self.scored.append(TemporalContrast(rl.temporal))
-        if rl.reward_shaping:
-            self.scored.append(RewardShaping(rl.reward_shaping, rl.max_new_tokens))
-        if rl.overlong_filter:
-            self.scored.append(OverlongFilter())
-        self.group_filter = GroupFilter(rl.group_filter) if rl.group_filter is not None else None
-        self.max_refills = rl.group_filter.max_refills if rl.group_filter is not None else 0
-        self.token_weights = TokenWeighter(rl.token_weights, rl.temperature) if rl.token_weights is not None else None
-
-    def view(self, host: HookHost, index: int) -> PromptView:
-        view = PromptView(host.rows[index])
-        for h in self.augments:
-            view = h.view(host, index, view)
-        return view
-
-    def after_score(self, host: HookHost, groups: list[Group]) -> list[Group]:
-        for h in self.scored:
-            groups = h.after_score(host, groups)
-        return groups
-
-    def keep(self, host: HookHost, groups: list[Group], round_idx: int) -> list[Group]:
-        return groups if self.group_filter is None else self.group_filter(host, groups, round_idx)
-
-    def metrics(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for h in [*self.scored, *([self.group_filter] if self.group_filter else [])]:
-            out.update(h.metrics())
-        return out
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"augment": [h.state_dict() for h in self.augments]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        saved = state.get("augment", [])
-        if len(saved) != len(self.augments):
-            raise ValueError(f"checkpoint has state for {len(saved)} augmentations, the recipe has {len(self.augments)}")
-        for h, s in zip(self.augments, saved):
-            h.load_state_dict(s)
-
-
-class DataState:
-    """The checkpointed data position of an RL stage: the row source's and the hooks' state."""
-
-    def __init__(self, source: RowSource, hooks: Hooks) -> None:
-        self.source, self.hooks = source, hooks
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"source": self.source.state_dict(), "hooks": self.hooks.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "source" not in state:
-            raise ValueError("checkpoint was written by an older trainer (no row-source state); start the stage again")
-        self.source.load_state_dict(state["source"])
-        self.hooks.load_state_dict(state["hooks"])

@@ -30,62 +30,32 @@ from torch import Tensor
 
 from reelrl.algos import ADVANTAGES, LOSSES, PolicyBatch
 from reelrl.config import RecipeConfig
+from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import VideoRow
 from reelrl.models.embed_cache import VideoEmbeddingCache
 from reelrl.models.vlm import VLM, EncodedPrompt, token_entropy, token_logprobs
 from reelrl.rewards import RewardSpec, compute_rewards
-from reelrl.rollout.hf import SamplingParams, decode_groups, make_generators, prefill_group
-from reelrl.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from reelrl.train.metrics import MetricsLogger, Timer
-from reelrl.train.optim import clip_and_norm, make_optimizer, make_scheduler
-from reelrl.train.progress import progress_bar
+from reelrl.rollout.hf import decode_groups, make_generators, prefill_group
+from reelrl.seeding import seed_of
+from reelrl.train.catalog import resolved_beta
 from reelrl.train.groups import Group, PromptView
-from reelrl.train.hooks import DataState, Hooks, RolloutRequest, build_row_source
-from reelrl.train.prompts import PromptEncoder
+from reelrl.train.hooks import RolloutRequest
+from reelrl.train.loop import StageTrainer
+from reelrl.train.method import DataState, Hooks, build_row_source
+from reelrl.train.policy import ReferencePolicy, sampling_params
 
-__all__ = ["Group", "ReferencePolicy", "RLTrainer", "sampling_params"]
-
-
-class ReferencePolicy:
-    """Log-probs of the frozen reference: the base model with LoRA disabled, or a frozen copy."""
-
-    def __init__(self, policy: VLM, copy: VLM | None) -> None:
-        self.policy, self.copy = policy, copy
-
-    @torch.no_grad()
-    def token_logprobs(
-        self, prompt: EncodedPrompt, tokens: Tensor, vision, temperature: float, share_prefix: bool, vision_shared: bool
-    ) -> Tensor:
-        """Reference log-probs of ``tokens`` [N, T] after ``prompt`` -> [N, T]."""
-        if self.copy is not None:
-            vision = vision if vision_shared else (self.copy.encode_vision(prompt) if vision is not None else None)
-            logits = self.copy.completion_logits(prompt, tokens, vision, share_prefix)  # [N, T, V]
-        else:
-            with self.policy.wrapped.disable_adapter():
-                logits = self.policy.completion_logits(prompt, tokens, vision, share_prefix)  # [N, T, V]
-        return token_logprobs(logits, tokens, temperature)  # [N, T]
-
-    def logprobs(self, g: Group, temperature: float, share_prefix: bool, vision_shared: bool) -> Tensor:
-        return self.token_logprobs(g.prompt, g.rollout.tokens, g.vision, temperature, share_prefix, vision_shared)
-
-    @torch.no_grad()
-    def logprobs_many(self, groups: list[Group], temperature: float, share_prefix: bool, vision_shared: bool):
-        """Reference log-probs ``[G, T]`` of each group's completions; one pass for all (shared prefixes)."""
-        if len(groups) == 1 or not share_prefix:
-            return [self.logprobs(g, temperature, share_prefix, vision_shared) for g in groups]
-        prompts, tokens = [g.prompt for g in groups], [g.rollout.tokens for g in groups]
-        visions = [g.vision for g in groups]
-        if self.copy is not None:
-            visions = visions if vision_shared else [None] * len(groups)  # the copy's own tower encodes the pixels
-            logits = self.copy.completion_logits_many(prompts, tokens, visions)
-        else:
-            with self.policy.wrapped.disable_adapter():
-                logits = self.policy.completion_logits_many(prompts, tokens, visions)
-        return [token_logprobs(lg, t, temperature) for lg, t in zip(logits, tokens)]  # [G, T]
+__all__ = ["RLTrainer"]
 
 
-class RLTrainer:
+class RLTrainer(StageTrainer):
     """Runs ``cfg.rl.steps`` optimizer steps of the configured method."""
+
+    title = "GRPO"
+
+    @staticmethod
+    def needs_reference(cfg: RecipeConfig) -> bool:
+        """A frozen reference is loaded only for a KL term."""
+        return resolved_beta(cfg.rl) > 0
 
     def __init__(
         self,
@@ -97,26 +67,22 @@ class RLTrainer:
         stage_dir: Path,
         reference: ReferencePolicy | None = None,
     ) -> None:
-        self.cfg, self.rl = cfg, cfg.rl
-        self.vlm, self.tok, self.encoder, self.rows = vlm, tokenizer, encoder, rows
-        self.stage_dir = Path(stage_dir)
+        super().__init__(cfg, vlm, encoder, stage_dir)
+        self.rl, self.tok, self.rows = cfg.rl, tokenizer, rows
+        self.beta = resolved_beta(cfg.rl)
         self.reference = reference
-        if self.rl.beta > 0 and reference is None:
+        if self.beta > 0 and reference is None:
             raise ValueError("rl.beta > 0 needs a reference policy")
         self.source = build_row_source(cfg, rows)
-        self.params = [p for p in vlm.wrapped.parameters() if p.requires_grad]
-        self.opt = make_optimizer(self.params, self.rl.optim)
-        total_updates = self.rl.steps * self.rl.mini_batches * self.rl.ppo_epochs
-        self.sched = make_scheduler(self.opt, total_updates, self.rl.optim)
+        self.setup_optimizer(self.rl.optim, self.rl.steps * self.rl.mini_batches * self.rl.ppo_epochs)
+        self.total_steps = self.rl.steps
         self.reward_specs = [RewardSpec(r.name, r.weight, r.kwargs) for r in self.rl.rewards]
         self.metric_specs = [RewardSpec("accuracy", 0.0), RewardSpec("format", 0.0)]
         self.sampling = sampling_params(cfg, tokenizer, vlm)
         self.vision_trainable = vlm.vision_trainable()
         self.vision_cache = self._make_vision_cache()
-        self.timer = Timer()
-        self.step_idx = 0
         self.hooks = Hooks(self)
-        self.sampler = DataState(self.source, self.hooks)  # checkpointed data position
+        self.data = DataState(self.source, self.hooks)  # checkpointed data position
         self._draws = 0  # prompts rolled out so far in this step (seed key)
 
     # --------------------------------------------------------------- collect
@@ -151,7 +117,7 @@ class RLTrainer:
                 vision = self._encode_vision(prompt) if self.rl.cache_vision else None
             with self.timer("rollout"):
                 prefills.append(prefill_group(self.vlm, prompt, n, vision, self.rl.share_prefix))
-            seed = int(np.random.SeedSequence([self.cfg.seed, self.step_idx, *key]).generate_state(1)[0])
+            seed = seed_of(self.cfg.seed, self.step_idx, *key)
             ready.append((j, prompt, vision, make_generators(seed, n, self.vlm.device)))
         out: list[Group | None] = [None] * len(requests)
         if not ready:
@@ -267,7 +233,7 @@ class RLTrainer:
                     g.old_logp = old_logp
                     if self.hooks.token_weights is not None:
                         g.token_weights = self.hooks.token_weights(logits, g.rollout.mask, self.rl.group_size)
-            if self.reference is not None and self.rl.beta > 0:
+            if self.reference is not None and self.beta > 0:
                 for chunk in self._chunks(groups):
                     ref = self.reference.logprobs_many(
                         chunk, self.rl.temperature, self.rl.share_prefix, not self.vision_trainable
@@ -298,10 +264,7 @@ class RLTrainer:
                     for p in self.params:
                         p.grad = torch.zeros_like(p)
                 skipped += len(mb) - len(active)
-                grad_norms.append(clip_and_norm(self.params, self.rl.optim.grad_clip))
-                self.opt.step()
-                self.sched.step()
-                self.opt.zero_grad(set_to_none=True)
+                grad_norms.append(self.optimizer_step())
         n_updates = self.rl.ppo_epochs * math.ceil(len(groups) / per_mb)
         out = {f"loss/{k}": v / n_updates for k, v in sums.items()}
         out["grad_norm"] = float(np.mean(grad_norms))
@@ -312,7 +275,7 @@ class RLTrainer:
         """Whether ``g`` adds exactly nothing to the gradient: all advantages 0, no KL, an advantage-weighted loss."""
         return (
             self.rl.skip_zero_advantage
-            and self.rl.beta == 0
+            and self.beta == 0
             and bool(LOSSES.trait(self.rl.loss, "advantage_weighted", False))
             and not bool(g.advantages.any())
         )
@@ -337,15 +300,11 @@ class RLTrainer:
             batch,
             **norms,
             max_len=self.rl.max_new_tokens,
-            beta=self.rl.beta,
+            beta=self.beta,
             kl_estimator=self.rl.kl_estimator,
             **self.rl.loss_kwargs,
         )
-        if not torch.isfinite(out.loss):
-            raise FloatingPointError(
-                f"step {self.step_idx}: non-finite loss {float(out.loss)} on row {g.row.id} "
-                f"(rewards {g.rewards.tolist()}, advantages {g.advantages.tolist()})"
-            )
+        self.check_finite(out.loss, f"on row {g.row.id} (rewards {g.rewards.tolist()}, advantages {g.advantages.tolist()})")
         ent = token_entropy(logits)  # [G, T]
         m = g.loss_mask  # [G, T]
         _acc(sums, {**out.metrics, "entropy": float((ent * m).sum() / m.sum().clamp_min(1))}, n_mb)
@@ -363,57 +322,8 @@ class RLTrainer:
         return {**metrics, **_rollout_metrics(seen), **self.hooks.metrics(), **self.timer.pop(),
                 **self._vision_cache_metrics(), "lr": self.sched.get_last_lr()[0]}
 
-    def train(self, logger: MetricsLogger, resume: bool = False, stop_after: int | None = None) -> dict:
-        """Run until ``rl.steps`` (or ``stop_after`` more steps); checkpoints per config."""
-        if resume and (ckpts := list_checkpoints(self.stage_dir)):
-            state = load_checkpoint(ckpts[-1], self.vlm.wrapped, self.opt, self.sched, self.sampler)
-            self.step_idx = state["step"]
-        last: dict = {}
-        ck = self.cfg.checkpoint
-        with progress_bar("GRPO", self.rl.steps, self.cfg.logging.progress, start=self.step_idx) as bar:
-            while self.step_idx < self.rl.steps:
-                if stop_after is not None and stop_after <= 0:
-                    break
-                last = self.train_step()
-                self.step_idx += 1
-                logger.log(self.step_idx, last)
-                bar.advance(f"reward {last['reward/mean']:.3f} acc {last.get('reward/accuracy/mean', float('nan')):.3f}")
-                if ck.every and self.step_idx % ck.every == 0:
-                    save_checkpoint(self.stage_dir, self.step_idx, self.vlm.wrapped, self.opt, self.sched, self.sampler, ck.keep)
-                if stop_after is not None:
-                    stop_after -= 1
-        return last
-
-
-def sampling_params(cfg: RecipeConfig, tokenizer, vlm: VLM, max_new_tokens: int | None = None) -> SamplingParams:
-    """Rollout sampling settings of a recipe (EOS ids from the tokenizer and generation config)."""
-    return SamplingParams(
-        max_new_tokens=max_new_tokens or cfg.rl.max_new_tokens,
-        temperature=cfg.rl.temperature,
-        top_p=cfg.rl.top_p,
-        eos_ids=tuple(_eos_ids(tokenizer, vlm)),
-        stop_seqs=tuple(tuple(tokenizer.encode(s, add_special_tokens=False)) for s in cfg.rl.stop),
-        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
-        suppress_ids=tuple(_vision_token_ids(vlm)),
-    )
-
-
-def _vision_token_ids(vlm: VLM) -> list[int]:
-    """Vision placeholder ids of the model config: a completion must never contain one."""
-    cfg = vlm.model.config
-    names = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
-    return sorted({int(i) for i in (getattr(cfg, n, None) for n in names) if isinstance(i, int)})
-
-
-def _eos_ids(tokenizer, vlm: VLM) -> list[int]:
-    ids = set()
-    gen_eos = getattr(getattr(vlm.model, "generation_config", None), "eos_token_id", None)
-    for e in [tokenizer.eos_token_id, gen_eos]:
-        if isinstance(e, int):
-            ids.add(e)
-        elif isinstance(e, (list, tuple)):
-            ids.update(e)
-    return sorted(ids)
+    def status(self, metrics: dict[str, float]) -> str:
+        return f"reward {metrics['reward/mean']:.3f} acc {metrics.get('reward/accuracy/mean', float('nan')):.3f}"
 
 
 def _columns(rows: list[VideoRow], repeats: list[int]) -> dict[str, list]:

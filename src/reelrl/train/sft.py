@@ -15,14 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from reelrl.config import RecipeConfig
+from reelrl.data.curriculum import UniformSource
+from reelrl.data.prompts import PromptEncoder, target_text
 from reelrl.data.schema import VideoRow
 from reelrl.models.vlm import VLM
-from reelrl.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
-from reelrl.train.metrics import MetricsLogger, Timer
-from reelrl.train.optim import clip_and_norm, make_optimizer, make_scheduler
-from reelrl.train.progress import progress_bar
-from reelrl.train.prompts import PromptEncoder, target_text
-from reelrl.train.sampler import RowSampler
+from reelrl.train.loop import StageTrainer
 
 PAD_KEYS = {"input_ids": 0, "attention_mask": 0, "labels": -100, "mm_token_type_ids": 0}
 CAT_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
@@ -56,27 +53,25 @@ def sft_loss(logits: Tensor, labels: Tensor, num_tokens: float) -> Tensor:
     return nll / num_tokens
 
 
-class SFTTrainer:
+class SFTTrainer(StageTrainer):
     """Trains on ``<think>reasoning</think><answer>answer</answer>`` targets of the rows."""
 
+    title = "SFT"
+
     def __init__(self, cfg: RecipeConfig, vlm: VLM, tokenizer, encoder: PromptEncoder, rows: list[VideoRow],
-                 stage_dir: Path) -> None:
-        self.cfg, self.sft = cfg, cfg.sft
-        self.vlm, self.encoder, self.stage_dir = vlm, encoder, Path(stage_dir)
+                 stage_dir: Path, reference: None = None) -> None:
+        super().__init__(cfg, vlm, encoder, stage_dir)
+        self.sft = cfg.sft
         rows = rows[: self.sft.max_rows] if self.sft.max_rows else rows
         pairs = [(r, target_text(r, self.sft.rows_without_reasoning)) for r in rows]
         self.rows = [(r, t) for r, t in pairs if t is not None]
         if not self.rows:
             raise ValueError("no SFT rows with reasoning traces")
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.steps = max(1, math.ceil(self.sft.epochs * len(self.rows) / self.sft.batch_size))
-        self.sampler = RowSampler(len(self.rows), self.sft.batch_size, cfg.seed, cfg.data.shuffle)
-        self.params = [p for p in vlm.wrapped.parameters() if p.requires_grad]
-        self.opt = make_optimizer(self.params, self.sft.optim)
-        self.sched = make_scheduler(self.opt, self.steps, self.sft.optim)
+        self.total_steps = max(1, math.ceil(self.sft.epochs * len(self.rows) / self.sft.batch_size))
+        self.data = UniformSource(self.rows, self.sft.batch_size, cfg.seed, cfg.data.shuffle)
+        self.setup_optimizer(self.sft.optim, self.total_steps)
         self._cache: dict[str, dict] = {}
-        self.timer = Timer()
-        self.step_idx = 0
 
     def _example(self, i: int) -> dict[str, Tensor] | None:
         row, target = self.rows[i]
@@ -91,7 +86,7 @@ class SFTTrainer:
     def train_step(self) -> dict[str, float]:
         self.vlm.model.train()
         with self.timer("decode"):
-            examples = [e for i in self.sampler.next_batch() if (e := self._example(i)) is not None]
+            examples = [e for i in self.data.next_batch(self.step_idx) if (e := self._example(i)) is not None]
         if not examples:
             raise RuntimeError(f"SFT step {self.step_idx}: no readable video in the batch: {self.encoder.skipped}")
         num_tokens = float(sum(int((e["labels"][:, 1:] != -100).sum()) for e in examples))
@@ -103,30 +98,12 @@ class SFTTrainer:
                 labels = batch.pop("labels").to(dev)  # [b, L]
                 out = self.vlm.model(**{k: v.to(dev) for k, v in batch.items()}, use_cache=False)
                 loss = sft_loss(out.logits, labels, num_tokens)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"SFT step {self.step_idx}: non-finite loss {float(loss)}")
+                self.check_finite(loss, f"in micro-batch {s // self.sft.micro_batch_size}")
                 loss.backward()
                 total += float(loss.detach())
-            norm = clip_and_norm(self.params, self.sft.optim.grad_clip)
-            self.opt.step()
-            self.sched.step()
-            self.opt.zero_grad(set_to_none=True)
+            norm = self.optimizer_step()
         return {"sft/loss": total, "sft/tokens": num_tokens, "grad_norm": norm, "lr": self.sched.get_last_lr()[0],
                 **self.timer.pop()}
 
-    def train(self, logger: MetricsLogger, resume: bool = False, stop_after: int | None = None) -> dict:
-        if resume and (ckpts := list_checkpoints(self.stage_dir)):
-            self.step_idx = load_checkpoint(ckpts[-1], self.vlm.wrapped, self.opt, self.sched, self.sampler)["step"]
-        last: dict = {}
-        ck = self.cfg.checkpoint
-        with progress_bar("SFT", self.steps, self.cfg.logging.progress, start=self.step_idx) as bar:
-            while self.step_idx < self.steps and (stop_after is None or stop_after > 0):
-                last = self.train_step()
-                self.step_idx += 1
-                logger.log(self.step_idx, last)
-                bar.advance(f"loss {last['sft/loss']:.3f}")
-                if ck.every and self.step_idx % ck.every == 0:
-                    save_checkpoint(self.stage_dir, self.step_idx, self.vlm.wrapped, self.opt, self.sched, self.sampler, ck.keep)
-                if stop_after is not None:
-                    stop_after -= 1
-        return last
+    def status(self, metrics: dict[str, float]) -> str:
+        return f"loss {metrics['sft/loss']:.3f}"

@@ -22,7 +22,13 @@ import av
 import numpy as np
 from PIL import Image
 
-from reelrl.video.sample import VideoInfo, VideoSampling, frame_size, sample_indices, sampled_fps
+from reelrl.video.sample import (
+    VideoInfo,
+    VideoSampling,
+    frame_size,
+    sample_indices,
+    sampled_fps,
+)
 
 __all__ = [
     "DECODE_STATS",

@@ -12,9 +12,8 @@ reproducible given the generator's state.
   (DeepVideo-R1 frame masking).
 * :func:`mask_span` -- blank a contiguous temporal span (VideoTG-R1 curriculum).
 
-:data:`FRAME_TRANSFORMS` registers them under one calling convention,
-``fn(frames, rng, **params) -> frames`` (``mask_span`` ignores ``rng``), so a
-config can name a transform and its parameters.
+A transform bound to its parameters and seed is a :data:`FrameTransform`
+(``frames -> frames``): what the prompt encoder applies to a row's frames.
 """
 
 from __future__ import annotations
@@ -24,11 +23,8 @@ from typing import Callable
 
 import numpy as np
 
-from reelrl.registry import Registry
-
-FrameTransformFn = Callable[..., np.ndarray]
-
-FRAME_TRANSFORMS: Registry[FrameTransformFn] = Registry("frame transform")
+FrameTransform = Callable[[np.ndarray], np.ndarray]
+"""A bound frame transform: frames ``[T, H, W, 3]`` uint8 -> the same shape."""
 
 
 def _check_frames(frames: np.ndarray, fn: str) -> None:
@@ -134,30 +130,3 @@ def mask_span(frames: np.ndarray, start_frac: float, end_frac: float, fill: int 
     out = frames.copy()  # [T, H, W, 3]
     out[span_frame_mask(frames.shape[0], start_frac, end_frac)] = fill  # [k, H, W, 3]
     return out
-
-
-@FRAME_TRANSFORMS.register("shuffle")
-def _shuffle(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Registry adapter for :func:`shuffle_frames`."""
-    return shuffle_frames(frames, rng)
-
-
-@FRAME_TRANSFORMS.register("noise")
-def _noise(frames: np.ndarray, rng: np.random.Generator, *, sigma: float) -> np.ndarray:
-    """Registry adapter for :func:`gaussian_noise`."""
-    return gaussian_noise(frames, sigma, rng)
-
-
-@FRAME_TRANSFORMS.register("mask_frames")
-def _mask_frames(frames: np.ndarray, rng: np.random.Generator, *, frac: float, fill: int = 0) -> np.ndarray:
-    """Registry adapter for :func:`mask_frames`."""
-    return mask_frames(frames, frac, rng, fill=fill)
-
-
-@FRAME_TRANSFORMS.register("mask_span")
-def _mask_span(
-    frames: np.ndarray, rng: np.random.Generator, *, start_frac: float, end_frac: float, fill: int = 0
-) -> np.ndarray:
-    """Registry adapter for :func:`mask_span` (``rng`` is unused)."""
-    del rng
-    return mask_span(frames, start_frac, end_frac, fill)

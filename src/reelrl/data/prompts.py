@@ -10,9 +10,8 @@ thread, in order, so that the decode of row b+1 overlaps the model's work on
 row b; :meth:`PromptEncoder.encode` then waits for that row's result. The
 prompts are the same tensors the synchronous path builds, and a broken video
 still surfaces in :meth:`PromptEncoder.try_encode` as a counted skip naming the
-row. (``reelrl.video.prefetch.Prefetcher`` is an ordered iterator; here results
-are looked up by row, because callers may ask for rows in any order or not at
-all, so a plain keyed executor is used.)
+row. Results are looked up by row (callers may ask for rows in any order or
+not at all), so a plain keyed executor is used rather than an ordered iterator.
 
 Every prompt records where its video came from in ``meta`` (``video``,
 ``sampling``, ``variant``): the on-disk embedding cache
@@ -24,11 +23,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from reelrl.data.schema import VideoRow
@@ -36,11 +34,10 @@ from reelrl.models.processing import encode_prompt, encode_sft_example
 from reelrl.models.vlm import VISION_KEYS, EncodedPrompt
 from reelrl.video.decode import SampledVideo, VideoError, load_video
 from reelrl.video.sample import VideoSampling
+from reelrl.video.transforms import FrameTransform
 
 log = logging.getLogger(__name__)
 
-# A frame transform (augmentation, shuffling for T-GRPO, masking): frames [T,H,W,3] uint8 -> same shape.
-FrameTransform = Callable[[np.ndarray], np.ndarray]
 
 
 @dataclass

@@ -13,45 +13,52 @@ Layout of a run directory::
 
 Each training stage starts from the model the previous training stage saved,
 so a resumed run skips finished stages and continues the interrupted one from
-its last checkpoint.
+its last checkpoint. Every training stage runs through the one stage loop
+(:func:`reelrl.train.loop.fit`); only its trainer differs (:data:`TRAINERS`).
 """
 
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
 
-from reelrl.config import RecipeConfig, save_config
+from reelrl.config import RecipeConfig, read_recipe, save_config
+from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import VideoRow, load_jsonl
 from reelrl.eval.runner import evaluate, print_eval
 from reelrl.models.load import apply_lora, freeze_vision_tower, load_model_and_processor
 from reelrl.models.vlm import VLM
+from reelrl.monitor.metrics import MetricsLogger
 from reelrl.rewards import RewardSpec
-from reelrl.train.checkpoint import save_final_model
-from reelrl.train.metrics import MetricsLogger
-from reelrl.train.prompts import PromptEncoder
-from reelrl.train.rl import ReferencePolicy, RLTrainer, sampling_params
+from reelrl.seeding import seed_everything
+from reelrl.train.catalog import check_recipe
+from reelrl.train.dpo import DPOTrainer
+from reelrl.train.loop import StageTrainer, fit
+from reelrl.train.policy import ReferencePolicy, sampling_params
+from reelrl.train.rl import RLTrainer
 from reelrl.train.sft import SFTTrainer
 
 STAGE_LABEL = {"sft": "SFT", "rl": "GRPO", "dpo": "DPO"}
+TRAINERS: dict[str, type[StageTrainer]] = {"sft": SFTTrainer, "rl": RLTrainer, "dpo": DPOTrainer}
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
+    """A recipe file or packaged name with dotted overrides: fields validated, then every component checked.
+
+    Raises :class:`reelrl.config.ConfigError` naming the field; nothing is
+    loaded or built (see :func:`reelrl.train.catalog.check_recipe`).
+    """
+    return check_recipe(read_recipe(path, overrides))
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def prepare_data(cfg: RecipeConfig) -> None:
@@ -112,7 +119,7 @@ class Pipeline:
     """Holds the current model between stages and runs each stage."""
 
     def __init__(self, cfg: RecipeConfig, model_path: str | None = None) -> None:
-        self.cfg = cfg
+        self.cfg = check_recipe(cfg)
         self.run_dir = cfg.run_dir()
         self.device = resolve_device(cfg.device)
         if cfg.threads is not None:
@@ -158,7 +165,8 @@ class Pipeline:
                 if done.is_file():
                     raise FileExistsError(f"{stage_dir} already finished; use --resume or another output_dir")
                 seed_everything(cfg.seed + i)
-                res = getattr(self, f"stage_{kind}")(stage_dir, resume, stop_after, history)
+                res = (self.stage_eval(stage_dir, history) if kind == "eval"
+                       else self.stage_train(kind, stage_dir, resume, stop_after))
                 if res is None:  # interrupted on purpose (stop_after)
                     return {"interrupted": True, "stage": i}
                 done.write_text(json.dumps(res, indent=2))
@@ -175,31 +183,6 @@ class Pipeline:
         return MetricsLogger(stage_dir, tensorboard=lg.tensorboard, wandb=lg.wandb, project=lg.wandb_project,
                              config=self.cfg.model_dump(mode="json"))
 
-    def _finish_training(self, trainer, vlm: VLM, processor, stage_dir: Path, resume: bool, stop_after) -> dict | None:
-        from reelrl.train.checkpoint import list_checkpoints, save_checkpoint
-
-        if list_checkpoints(stage_dir) and not resume:
-            raise FileExistsError(f"{stage_dir} holds checkpoints of an earlier run; pass --resume or change output_dir")
-        logger = self._logger(stage_dir)
-        try:
-            last = trainer.train(logger, resume=resume, stop_after=stop_after)
-        finally:
-            logger.close()
-        total = trainer.steps if hasattr(trainer, "steps") else self.cfg.rl.steps
-        if trainer.step_idx < total:
-            save_checkpoint(stage_dir, trainer.step_idx, vlm.wrapped, trainer.opt, trainer.sched, trainer.sampler,
-                            self.cfg.checkpoint.keep)
-            return None
-        save_final_model(vlm.wrapped, processor, stage_dir / "model")
-        return {"steps": trainer.step_idx, "last": last, "skipped_videos": len(trainer.encoder.skipped),
-                **getattr(trainer, "result", {})}
-
-    def stage_sft(self, stage_dir: Path, resume: bool, stop_after, history) -> dict | None:
-        vlm, processor = self.load(for_training=True)
-        trainer = SFTTrainer(self.cfg, vlm, processor.tokenizer, self.encoder(processor), load_rows(self.cfg, "train"),
-                             stage_dir)
-        return self._finish_training(trainer, vlm, processor, stage_dir, resume, stop_after)
-
     def _reference(self, vlm: VLM) -> ReferencePolicy:
         """The frozen reference: the policy with LoRA disabled, or a frozen copy of the stage's start model."""
         if self.cfg.model.lora.enabled:
@@ -208,30 +191,28 @@ class Pipeline:
         ref_model.model.requires_grad_(False)
         return ReferencePolicy(vlm, ref_model)
 
-    def stage_rl(self, stage_dir: Path, resume: bool, stop_after, history) -> dict | None:
+    def stage_train(self, kind: str, stage_dir: Path, resume: bool, stop_after: int | None) -> dict | None:
+        """A training stage (``sft``, ``rl``, ``dpo``): its trainer run by the stage loop; None when stopped early."""
+        trainer_cls = TRAINERS[kind]
         vlm, processor = self.load(for_training=True)
-        reference = self._reference(vlm) if self.cfg.rl.beta > 0 else None
-        trainer = RLTrainer(self.cfg, vlm, processor.tokenizer, self.encoder(processor), load_rows(self.cfg, "train"),
-                            stage_dir, reference)
-        return self._finish_training(trainer, vlm, processor, stage_dir, resume, stop_after)
+        reference = self._reference(vlm) if trainer_cls.needs_reference(self.cfg) else None
+        trainer = trainer_cls(self.cfg, vlm, processor.tokenizer, self.encoder(processor), load_rows(self.cfg, "train"),
+                              stage_dir, reference)
+        return fit(trainer, processor, self._logger(stage_dir), self.cfg.checkpoint, progress=self.cfg.logging.progress,
+                   resume=resume, stop_after=stop_after)
 
-    def stage_dpo(self, stage_dir: Path, resume: bool, stop_after, history) -> dict | None:
-        """VerIPO's DPO stage (reelrl.train.dpo): verified preference pairs, DPO against a frozen reference."""
-        from reelrl.train.dpo import DPOTrainer
-
-        vlm, processor = self.load(for_training=True)
-        trainer = DPOTrainer(self.cfg, vlm, processor.tokenizer, self.encoder(processor), load_rows(self.cfg, "train"),
-                             stage_dir, self._reference(vlm))
-        return self._finish_training(trainer, vlm, processor, stage_dir, resume, stop_after)
-
-    def stage_eval(self, stage_dir: Path, resume: bool, stop_after, history) -> dict:
+    def stage_eval(self, stage_dir: Path, history: list[str]) -> dict:
         vlm, processor = self.load(for_training=False)
         sampling = sampling_params(self.cfg, processor.tokenizer, vlm, self.cfg.eval.max_new_tokens)
         rows = load_rows(self.cfg, self.cfg.eval.split)
         specs = [RewardSpec(r.name, r.weight, r.kwargs) for r in self.cfg.rl.rewards]
         label = "+".join(history) or "base"
-        res = evaluate(vlm, processor.tokenizer, self.encoder(processor), rows, sampling, specs, stage_dir,
-                       self.cfg.logging.progress, title=f"eval ({label})", batch_size=self.cfg.eval.batch_size)
+        encoder = self.encoder(processor)
+        try:
+            res = evaluate(vlm, processor.tokenizer, encoder, rows, sampling, specs, stage_dir,
+                           self.cfg.logging.progress, title=f"eval ({label})", batch_size=self.cfg.eval.batch_size)
+        finally:
+            encoder.close()
         print_eval(res, f"{self.cfg.eval.split} accuracy after {label}", self.chance())
         return res
 

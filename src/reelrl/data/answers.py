@@ -12,10 +12,14 @@ The completion format (algorithms.md, "Shared pieces") is::
 from __future__ import annotations
 
 import re
+from typing import Sequence
 
-from reelrl.data.schema import LETTERS
+from reelrl.data.schema import LETTERS, VideoRow
 
 __all__ = [
+    "claims",
+    "final_claim",
+    "normalised_answer",
     "extract_tag",
     "has_format",
     "parse_choice",
@@ -227,3 +231,75 @@ def parse_span(text: str) -> tuple[float, float] | None:
             if best is None or m.start() > best[0]:
                 best = (m.start(), float(m.group(1)), float(m.group(2)))
     return None if best is None else (best[1], best[2])
+
+
+_LETTER_CLAIM = re.compile(
+    r"\b(?:answer|option|choice)\s*(?:is\s*|:\s*)?[\(\[]?\s*([A-Z])\s*[\)\]]?(?![A-Za-z])|[\(\[]([A-Z])[\)\]]"
+)
+_NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w]|\.\d)")
+
+
+# ------------------------------------------------------------------ claims about a row's answer
+
+
+def _option_patterns(options: Sequence[str]) -> list[tuple[re.Pattern, str]]:
+    """Regexes for each option's text (longest first), mapped to its letter."""
+    order = sorted(range(len(options)), key=lambda i: -len(options[i]))
+    return [
+        (re.compile(rf"(?<![\w.]){re.escape(options[i].strip())}(?![\w]|\.\d)", re.IGNORECASE), LETTERS[i])
+        for i in order
+        if options[i].strip()
+    ]
+
+
+def _number_key(x: float) -> str:
+    return f"{round(x, 2):g}"
+
+
+def claims(text: str, row: VideoRow) -> list[tuple[int, str]]:
+    """Claims ``(position, normalised claim)`` that ``text`` makes about ``row``'s answer, in order.
+
+    ``multiple_choice``: each mention of an option text (word-bounded, numbers
+    not followed by a decimal part) or of a letter in "answer/option/choice
+    X" or "(X)" form -> the letter. ``numerical`` / ``regression``: each
+    number -> rounded to 2 decimals. Other types: no claims.
+    """
+    found: list[tuple[int, str]] = []
+    if row.problem_type == "multiple_choice" and row.options:
+        taken: list[tuple[int, int]] = []
+        for rx, letter in _option_patterns(row.options):
+            for m in rx.finditer(text):
+                if any(s < m.end() and m.start() < e for s, e in taken):
+                    continue  # inside a longer option's match
+                taken.append((m.start(), m.end()))
+                found.append((m.start(), letter))
+        valid = LETTERS[: len(row.options)]
+        for m in _LETTER_CLAIM.finditer(text):
+            letter = m.group(1) or m.group(2)
+            if letter in valid:
+                found.append((m.start(), letter))
+    elif row.problem_type in ("numerical", "regression"):
+        found = [(m.start(), _number_key(float(m.group(0)))) for m in _NUMBER.finditer(text)]
+    return sorted(found)
+
+
+def final_claim(think: str, row: VideoRow) -> str | None:
+    """The last claim of the reasoning (see :func:`claims`), or None."""
+    found = claims(think, row)
+    return found[-1][1] if found else None
+
+
+def normalised_answer(answer: str | None, row: VideoRow) -> str | None:
+    """The ``<answer>`` as a letter (choice) or a rounded number (numeric), else the stripped text."""
+    if answer is None:
+        return None
+    if row.problem_type == "multiple_choice" and row.options:
+        letter = parse_choice(answer, len(row.options))
+        if letter is None:
+            found = claims(answer, row)
+            letter = found[-1][1] if found else None
+        return letter
+    if row.problem_type in ("numerical", "regression"):
+        x = parse_number(answer)
+        return None if x is None else _number_key(x)
+    return answer.strip()

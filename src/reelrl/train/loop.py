@@ -1,0 +1,142 @@
+"""The one stage loop of every training stage (SFT, RL, DPO): steps, checkpoints, resume, stop-after, progress, metrics.
+
+A trainer subclasses :class:`StageTrainer` and keeps only what differs:
+``train_step`` (one optimizer step's work, returning its metrics), the number
+of steps, the object whose state is the data position, and a status line.
+:func:`fit` runs it:
+
+1. with ``resume``, restore the newest checkpoint of the stage (weights,
+   optimizer, scheduler, data position, RNG states); without it, refuse a
+   stage directory that already holds checkpoints;
+2. step until ``total_steps`` (or ``stop_after`` more steps), logging every
+   step's metrics and saving a checkpoint every ``checkpoint.every`` steps;
+3. stopped early: save a checkpoint (the run stays resumable) and return
+   None; finished: save the final model (Auto-class loadable) and return the
+   stage result. The prompt encoder's prefetch thread is stopped either way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from reelrl.config import CheckpointConfig, OptimConfig, RecipeConfig
+from reelrl.data.prompts import PromptEncoder
+from reelrl.models.vlm import VLM
+from reelrl.monitor.metrics import MetricsLogger, Timer
+from reelrl.monitor.progress import progress_bar
+from reelrl.train.checkpoint import (
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    save_final_model,
+)
+from reelrl.train.optim import clip_and_norm, make_optimizer, make_scheduler
+
+
+class DataPosition(Protocol):
+    """Whatever a trainer reads its data with; its state goes into every checkpoint."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class StageTrainer:
+    """Base of the SFT, RL and DPO trainers: the model, its optimizer and the step counter.
+
+    Subclasses set ``title``, call :meth:`setup_optimizer`, set ``total_steps``
+    and ``data`` (a :class:`DataPosition`), and implement :meth:`train_step`.
+    """
+
+    title = "train"
+
+    @staticmethod
+    def needs_reference(cfg: RecipeConfig) -> bool:
+        """Whether the stage needs the frozen reference policy (built by the pipeline and passed in)."""
+        return False
+
+    def __init__(self, cfg: RecipeConfig, vlm: VLM, encoder: PromptEncoder, stage_dir: Path) -> None:
+        self.cfg, self.vlm, self.encoder = cfg, vlm, encoder
+        self.stage_dir = Path(stage_dir)
+        self.params = [p for p in vlm.wrapped.parameters() if p.requires_grad]
+        self.timer = Timer()
+        self.step_idx = 0
+        self.total_steps = 0
+        self.data: DataPosition
+
+    def setup_optimizer(self, optim: OptimConfig, total_updates: int) -> None:
+        """AdamW over the trainable parameters and its lr schedule over ``total_updates`` optimizer steps."""
+        self.grad_clip = optim.grad_clip
+        self.opt = make_optimizer(self.params, optim)
+        self.sched = make_scheduler(self.opt, max(1, total_updates), optim)
+
+    def optimizer_step(self) -> float:
+        """Clip the gradient, step the optimizer and the schedule, clear the gradient; returns the norm before clipping."""
+        norm = clip_and_norm(self.params, self.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        return norm
+
+    def check_finite(self, loss: torch.Tensor, where: str) -> None:
+        """Stop the run on a non-finite loss, naming the step and ``where`` it arose."""
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{self.title} step {self.step_idx}: non-finite loss {float(loss.detach())} {where}")
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step's work; returns its metrics."""
+        raise NotImplementedError
+
+    def status(self, metrics: dict[str, float]) -> str:
+        """The progress bar's status text after a step."""
+        return ""
+
+    def result(self) -> dict[str, Any]:
+        """What the stage adds to its ``done.json`` besides the step count and last metrics."""
+        return {}
+
+
+def fit(
+    trainer: StageTrainer,
+    processor: Any,
+    logger: MetricsLogger,
+    checkpoint: CheckpointConfig,
+    *,
+    progress: bool = True,
+    resume: bool = False,
+    stop_after: int | None = None,
+) -> dict[str, Any] | None:
+    """Run ``trainer`` to its last step (module docstring); None when ``stop_after`` stopped it first."""
+    stage_dir, model = trainer.stage_dir, trainer.vlm.wrapped
+    found = list_checkpoints(stage_dir)
+    if found and not resume:
+        raise FileExistsError(f"{stage_dir} holds checkpoints of an earlier run; pass --resume or change output_dir")
+    if found:
+        trainer.step_idx = load_checkpoint(found[-1], model, trainer.opt, trainer.sched, trainer.data)["step"]
+
+    def save() -> None:
+        save_checkpoint(stage_dir, trainer.step_idx, model, trainer.opt, trainer.sched, trainer.data, checkpoint.keep)
+
+    last: dict[str, float] = {}
+    try:
+        with progress_bar(trainer.title, trainer.total_steps, progress, start=trainer.step_idx) as bar:
+            while trainer.step_idx < trainer.total_steps and (stop_after is None or stop_after > 0):
+                last = trainer.train_step()
+                trainer.step_idx += 1
+                logger.log(trainer.step_idx, last)
+                bar.advance(trainer.status(last))
+                if checkpoint.every and trainer.step_idx % checkpoint.every == 0:
+                    save()
+                if stop_after is not None:
+                    stop_after -= 1
+    finally:
+        logger.close()
+        trainer.encoder.close()
+    if trainer.step_idx < trainer.total_steps:
+        save()
+        return None
+    save_final_model(model, processor, stage_dir / "model")
+    return {"steps": trainer.step_idx, "last": last, "skipped_videos": len(trainer.encoder.skipped), **trainer.result()}
