@@ -21,7 +21,7 @@ from reelrl.registry import Registry
 
 KLFn = Callable[[Tensor, Tensor], Tensor]
 
-KL_ESTIMATORS: Registry[KLFn] = Registry("kl")
+KL_ESTIMATORS: Registry[KLFn] = Registry("KL estimator")
 
 
 def _check(logp: Tensor, ref_logp: Tensor, name: str) -> None:

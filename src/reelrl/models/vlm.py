@@ -143,23 +143,18 @@ class VLM:
         """
         if len(prompts) == 1:
             last, cache = self.prefill(prompts[0], visions[0] if visions else None)  # [1, V]
-            mask = torch.ones(1, prompts[0].length, dtype=torch.long, device=last.device)  # [1, P]
-            start = torch.tensor([prompts[0].length + self.positions(prompts[0])[1]], device=last.device)  # [1]
-            return BatchPrefill(last, cache, mask, start)
+            return BatchPrefill(last, cache, *self.left_padding(prompts, [1]))
         visions = visions if visions is not None else [None] * len(prompts)
         visions = [v if v is not None else self.encode_vision(p) for p, v in zip(prompts, visions)]
-        width = max(p.length for p in prompts)
-        device = prompts[0].input_ids.device
-        n = len(prompts)
-        ids = torch.empty(n, width, dtype=torch.long, device=device)  # [B, P_max]
-        pos = torch.zeros(3, n, width, dtype=torch.long, device=device)  # [3, B, P_max]
-        mask = torch.zeros(n, width, dtype=torch.long, device=device)  # [B, P_max]
+        mask, start = self.left_padding(prompts, [1] * len(prompts))  # [B, P_max], [B]
+        width = mask.shape[1]
+        ids = torch.empty_like(mask)  # [B, P_max]
+        pos = torch.zeros(3, *mask.shape, dtype=torch.long, device=mask.device)  # [3, B, P_max]
         for i, p in enumerate(prompts):
             pad = width - p.length
             ids[i, :pad] = p.input_ids[0, 0]  # the prompt's first (chat) token: never a vision placeholder
             ids[i, pad:] = p.input_ids[0]
             pos[:, i, pad:] = self.positions(p)[0][:, 0]
-            mask[i, pad:] = 1
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
@@ -169,8 +164,60 @@ class VLM:
             logits_to_keep=1,
             mm_encoder_outputs=self.merge_vision(visions),
         )
-        start = torch.tensor([p.length + self.positions(p)[1] for p in prompts], device=device)  # [B]
         return BatchPrefill(out.logits[:, -1, :], out.cache, mask, start)  # [B, V]
+
+    def left_padding(self, prompts: list[EncodedPrompt], counts: list[int]) -> tuple[Tensor, Tensor]:
+        """The layout of a left-padded multi-prompt batch, prompt i taking ``counts[i]`` rows.
+
+        Returns the attention mask ``[N, P_max]`` (0 on the padding before each
+        shorter prompt) and the text position of each row's first completion
+        token ``[N]`` (prompt length plus its RoPE offset). Both ways of
+        building such a batch use it: one padded forward (:meth:`prefill_batch`)
+        and stacking separately prefilled caches (:meth:`stack_prefills`).
+        """
+        width = max(p.length for p in prompts)
+        device = prompts[0].input_ids.device
+        mask = torch.cat([
+            (torch.arange(width, device=device) >= width - p.length).long().expand(n, -1)
+            for p, n in zip(prompts, counts)
+        ])  # [N, P_max]
+        start = torch.cat([
+            torch.full((n,), p.length + self.positions(p)[1], dtype=torch.long, device=device)
+            for p, n in zip(prompts, counts)
+        ])  # [N]
+        return mask, start
+
+    def stack_prefills(
+        self, prompts: list[EncodedPrompt], caches: list[DynamicCache], counts: list[int]
+    ) -> tuple[DynamicCache, Tensor, Tensor]:
+        """One decode batch from prompts prefilled one by one (each cache batch 1 or ``counts[i]``).
+
+        Each cache is forked to its ``counts[i]`` rows and left-padded with
+        zeros to the longest prompt, in the layout of :meth:`left_padding`.
+        Rollouts prefill prompt by prompt so that a prompt's tokens do not
+        depend on the other prompts of its batch (a padded forward differs in
+        the last float bits); the update uses :meth:`prefill_batch`. Returns
+        the cache (batch ``N = sum counts``), mask ``[N, P_max]`` and start ``[N]``.
+        """
+        mask, start = self.left_padding(prompts, counts)  # [N, P_max], [N]
+        if len(caches) == 1:
+            cache = caches[0]
+            if cache.layers[0].keys.shape[0] != counts[0]:
+                cache.batch_repeat_interleave(counts[0])
+            return cache, mask, start
+        width = mask.shape[1]
+        cache = DynamicCache(config=self.model.config)
+        for li in range(len(caches[0].layers)):
+            keys, values = [], []
+            for c, p, n in zip(caches, prompts, counts):
+                k, v = c.layers[li].keys, c.layers[li].values  # [1 or n, H, P_i, D]
+                if k.shape[0] != n:
+                    k, v = k.expand(n, -1, -1, -1), v.expand(n, -1, -1, -1)  # [n, H, P_i, D]
+                pad = width - p.length
+                keys.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))  # [n, H, P_max, D]
+                values.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
+            cache.update(torch.cat(keys), torch.cat(values), li)  # [N, H, P_max, D]
+        return cache, mask, start
 
     def completion_logits_many(
         self, prompts: list[EncodedPrompt], completions: list[Tensor], visions: list | None = None

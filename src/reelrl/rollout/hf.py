@@ -2,7 +2,7 @@
 
 :func:`prefill_group` runs one prompt; :func:`decode_groups` decodes the
 completions of several prefilled prompts in one batch (their caches
-left-padded and stacked). Each sequence draws its random numbers from its own
+left-padded and stacked by :meth:`reelrl.models.vlm.VLM.stack_prefills`). Each sequence draws its random numbers from its own
 ``torch.Generator``, so a batched group and G separate single-sequence
 generations with the same generators produce the same tokens (greedy decoding
 is exact by construction).
@@ -123,45 +123,6 @@ def prefill_group(vlm: VLM, prompt: EncodedPrompt, n: int, vision=None, share_pr
     return Prefill(prompt, n, logits, cache)
 
 
-def merge_prefills(vlm: VLM, prefills: list[Prefill]) -> tuple[DynamicCache, Tensor, Tensor]:
-    """One decode batch from several prefilled prompts of different lengths.
-
-    Each prompt's KV cache is forked to its ``n`` rows (when shared) and
-    left-padded with zeros to the longest prompt; the padding is masked out.
-    Returns the cache (batch ``N = sum n``), the attention mask ``[N, P_max]``
-    and the text position of the first completion token of each row ``[N]``.
-    """
-    lengths = [p.prompt.length for p in prefills]
-    width = max(lengths)
-    if len(prefills) == 1:
-        cache = prefills[0].cache
-        if cache.layers[0].keys.shape[0] != prefills[0].n:
-            cache.batch_repeat_interleave(prefills[0].n)
-    else:
-        cache = DynamicCache(config=vlm.model.config)
-        for li in range(len(prefills[0].cache.layers)):
-            keys, values = [], []
-            for p, length in zip(prefills, lengths):
-                layer = p.cache.layers[li]
-                k, v = layer.keys, layer.values  # [1 or n, H, P_i, D]
-                if k.shape[0] != p.n:
-                    k, v = k.expand(p.n, -1, -1, -1), v.expand(p.n, -1, -1, -1)  # [n, H, P_i, D]
-                pad = width - length
-                keys.append(torch.nn.functional.pad(k, (0, 0, pad, 0)))  # [n, H, P_max, D]
-                values.append(torch.nn.functional.pad(v, (0, 0, pad, 0)))
-            cache.update(torch.cat(keys), torch.cat(values), li)  # [N, H, P_max, D]
-    device = prefills[0].logits.device
-    mask = torch.cat([
-        (torch.arange(width, device=device) >= width - length).long().expand(p.n, -1)
-        for p, length in zip(prefills, lengths)
-    ])  # [N, P_max] 0 on left padding
-    start = torch.cat([
-        torch.full((p.n,), length + vlm.positions(p.prompt)[1], dtype=torch.long, device=device)
-        for p, length in zip(prefills, lengths)
-    ])  # [N]
-    return cache, mask, start
-
-
 @torch.no_grad()
 def decode_groups(
     vlm: VLM,
@@ -183,7 +144,8 @@ def decode_groups(
         if gs is not None and len(gs) != p.n:
             raise ValueError(f"need {p.n} generators, got {len(gs)}")
     gens = None if generators[0] is None else [g for gs in generators for g in gs]
-    cache, mask, start = merge_prefills(vlm, prefills)  # [N, P_max], [N]
+    cache, mask, start = vlm.stack_prefills([p.prompt for p in prefills], [p.cache for p in prefills],
+                                            [p.n for p in prefills])  # [N, P_max], [N]
     logits = torch.cat([p.logits for p in prefills])  # [N, V]
     n = logits.shape[0]
     device = logits.device
