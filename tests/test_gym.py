@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from reelrl.data.schema import LETTERS, VideoRow, load_jsonl
 from reelrl.gym import TASKS, GymSpec, chance_accuracy, ensure_gym, generate_gym
 from reelrl.gym.generate import make_sample, sample_rng
-from reelrl.gym.render import PALETTE, color_masks, nearest_color
+from reelrl.gym.render import PALETTE
+from tests.gym_pixels import color_masks, nearest_color
 from reelrl.gym.tasks import count_range
 from reelrl.video.decode import decode_frames, probe, write_video
 

@@ -432,15 +432,28 @@ def __getattr__(name):
 _PARITY_SCRIPT = '''
 import sys, numpy as np, torch
 from transformers import AutoProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
-from reelrl.models.processing import ReelProcessor, build_messages, encode_prompt
+from reelrl.models.processing import ReelProcessor, VideoSpec, build_messages, encode_prompt
 from reelrl.models.tiny import CHAT_TEMPLATE
+
+
+def wrap(hf, family):
+    """A ReelProcessor with the video settings of an already-loaded transformers processor."""
+    vp = hf.video_processor
+    keys = ("patch_size", "temporal_patch_size", "merge_size", "image_mean", "image_std", "rescale_factor",
+            "do_rescale", "do_normalize")
+    d = {k: getattr(vp, k, None) for k in keys}
+    d["size"] = dict(getattr(vp, "size", {}) or {})
+    return ReelProcessor(hf.tokenizer, hf.chat_template or hf.tokenizer.chat_template,
+                         VideoSpec.from_dict(d, "hf video processor"), family)
+
+
 tiny = sys.argv[1]
 hf25 = AutoProcessor.from_pretrained(tiny, local_files_only=True)
 assert type(hf25).__name__ == "Qwen2_5_VLProcessor", type(hf25)
 hf3 = Qwen3VLProcessor(image_processor=hf25.image_processor, tokenizer=hf25.tokenizer,
                        video_processor=Qwen3VLVideoProcessor(patch_size=14, do_sample_frames=False),
                        chat_template=CHAT_TEMPLATE)
-cases = [(hf25, ReelProcessor.from_pretrained(tiny)), (hf3, ReelProcessor.from_hf(hf3, "qwen3_vl"))]
+cases = [(hf25, ReelProcessor.from_pretrained(tiny)), (hf3, wrap(hf3, "qwen3_vl"))]
 for hf, ours in cases:
     for t, h, w, fps in [(7, 84, 112, 3.0), (8, 56, 56, 2.0)]:
         frames = np.random.default_rng(t).integers(0, 256, (t, h, w, 3), dtype=np.uint8)

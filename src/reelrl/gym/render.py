@@ -116,25 +116,3 @@ def place_boxes(
     if len(placed) != n:
         raise ValueError(f"could not place {n} boxes of size {size} in a {height}x{width} frame")
     return placed
-
-
-def nearest_color(rgb: np.ndarray) -> str:
-    """Name of the palette colour nearest (Euclidean, RGB) to one ``[3]`` colour."""
-    names = list(PALETTE)
-    pal = np.asarray([PALETTE[n] for n in names], dtype=np.float64)  # [C, 3]
-    d = ((pal - np.asarray(rgb, dtype=np.float64)[None, :]) ** 2).sum(axis=1)  # [C]
-    return names[int(d.argmin())]
-
-
-def color_masks(frames: np.ndarray, max_dist: float = 70.0) -> dict[str, np.ndarray]:
-    """Per palette colour, the pixels within ``max_dist`` (RGB) of it.
-
-    ``frames`` is ``[..., 3]``; returns ``{name: bool[...]}``. Used by tests and
-    by anyone checking a decoded video against its answer.
-    """
-    f = frames.astype(np.int32)  # [..., 3]
-    out: dict[str, np.ndarray] = {}
-    for name, c in PALETTE.items():
-        d2 = ((f - np.asarray(c, dtype=np.int32)) ** 2).sum(axis=-1)  # [...]
-        out[name] = d2 <= int(max_dist**2)  # [...]
-    return out

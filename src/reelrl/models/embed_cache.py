@@ -365,9 +365,6 @@ class VideoEmbeddingCache:
                 out.append((p, st.st_size, st.st_mtime_ns))
         return out
 
-    def total_bytes(self) -> int:
-        return sum(size for _, size, _ in self.entries())
-
     def _evict(self) -> None:
         """Delete least recently used entries until the total fits (caller holds the file lock)."""
         entries = self.entries()

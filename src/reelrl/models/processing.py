@@ -215,17 +215,6 @@ class ReelProcessor:
         spec = VideoSpec.from_dict(*_read_video_config(root))
         return cls(tokenizer, template, spec, family)
 
-    @classmethod
-    def from_hf(cls, hf_processor: Any, family: str) -> "ReelProcessor":
-        """Wrap an already-loaded transformers processor (needs torchvision to exist)."""
-        vp = hf_processor.video_processor
-        size = dict(getattr(vp, "size", {}) or {})
-        d = {k: getattr(vp, k, None) for k in ("patch_size", "temporal_patch_size", "merge_size", "image_mean",
-                                               "image_std", "rescale_factor", "do_rescale", "do_normalize")}
-        d["size"] = size
-        template = hf_processor.chat_template or hf_processor.tokenizer.chat_template
-        return cls(hf_processor.tokenizer, template, VideoSpec.from_dict(d, "hf video processor"), family)
-
     def save_pretrained(self, out_dir: str | Path) -> None:
         """Write tokenizer, chat template and HF-loadable processor configs to ``out_dir``."""
         write_processor_files(out_dir, self.tokenizer, self.chat_template, self.spec, self.family)

@@ -171,12 +171,6 @@ class DPOTrainer(StageTrainer):
         return PAIR_LOSSES.get(self.d.loss)(lp[:1], lp[1:], ref[:1], ref[1:], beta=self.d.beta,
                                             num_pairs=num_pairs, **self.d.loss_kwargs)
 
-    @torch.no_grad()
-    def mean_loss(self) -> float:
-        """Pair loss averaged over every pair, without gradient (to watch DPO progress)."""
-        self.vlm.model.eval()
-        return float(sum(float(self._loss(p, len(self.pairs)).loss) for p in self.pairs))
-
     def train_step(self) -> dict[str, float]:
         self.vlm.model.train()
         batch = self.data.next_batch(self.step_idx)
