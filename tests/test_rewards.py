@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -208,18 +209,37 @@ def test_tiou_hand_computed() -> None:
 @pytest.mark.parametrize(
     "pred,gold,expected",
     [
+        # VSI-Bench: hit when rel <= 1 - t, with 1 - t computed in float64 from np.linspace(0.5, 0.95, 10):
+        # 1 - t = 0.5, 0.44999999999999996, 0.4, 0.35, 0.30000000000000004, 0.25,
+        #         0.19999999999999996, 0.15000000000000002, 0.10000000000000009, 0.050000000000000044
         (10.0, 10.0, 1.0),
-        (12.0, 10.0, 0.6),  # rel 0.2 < 1-t for t = .50 .55 .60 .65 .70 .75 -> 6/10
+        (5.0, 10.0, 0.1),  # rel 0.5 <= 0.5 (t = .50 only); a strict < gave 0.0
+        (15.0, 10.0, 0.1),  # same error above the gold
+        (8.0, 10.0, 0.6),  # rel 0.2 > 0.19999999999999996: t = .50 .. .75 -> 6/10 (float64, as the reference)
+        (12.0, 10.0, 0.6),
+        (9.0, 10.0, 0.9),  # rel 0.1 <= 0.10000000000000009: t = .50 .. .90 -> 9/10; a strict < gave 0.8
+        (9.5, 10.0, 1.0),  # rel 0.05 <= 0.050000000000000044: every threshold; a strict < gave 0.9
+        (10.5, 10.0, 1.0),
+        (7.0, 10.0, 0.5),  # rel 0.3 <= 0.30000000000000004: t = .50 .. .70
+        (6.0, 10.0, 0.3),  # rel 0.4 <= 0.4: t = .50 .55 .60
         (9.4, 10.0, 0.9),  # rel 0.06 fails only t = .95
-        (10.5, 10.0, 0.9),  # rel exactly 0.05: strict <, fails t = .95
-        (15.5, 10.0, 0.0),  # rel 0.55 >= 0.5
-        (-5.0, -4.0, 0.5),  # rel 0.25 < 0.5 .45 .4 .35 .3 -> 5/10
+        (15.5, 10.0, 0.0),  # rel 0.55 > 0.5
+        (-5.0, -4.0, 0.6),  # rel |-1| / |-4| = 0.25 <= .5 .45 .4 .35 .3 .25: 6/10
         (0.0, 0.0, 1.0),
         (0.1, 0.0, 0.0),
     ],
 )
 def test_mra_hand_computed(pred: float, gold: float, expected: float) -> None:
-    assert mra_score(pred, gold) == pytest.approx(expected)
+    assert mra_score(pred, gold) == expected  # exact: a mean of 10 booleans
+
+
+def test_mra_matches_vsibench_formula() -> None:
+    """The reference expression, verbatim, over many integer and half-integer cases."""
+    conf = np.linspace(0.5, 0.95, int((0.95 - 0.5) / 0.05 + 2))
+    for gold in (1.0, 3.0, 4.0, 10.0, 20.0, 40.0, 100.0):
+        for pred in np.arange(0.0, 2.5 * gold, gold / 40):
+            ref = float((abs(pred - gold) / gold <= 1 - conf).mean())
+            assert mra_score(float(pred), gold) == ref, (pred, gold)
 
 
 # ------------------------------------------------------------------ reward functions

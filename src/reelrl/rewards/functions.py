@@ -28,6 +28,8 @@ import math
 from collections import Counter
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from reelrl.data.answers import (
     extract_tag,
     has_format,
@@ -177,13 +179,29 @@ def relative_error(pred: float, gold: float) -> float:
     return abs(pred - gold) / abs(gold)
 
 
-MRA_THRESHOLDS = tuple(round(0.50 + 0.05 * i, 2) for i in range(10))  # 0.50, 0.55, ..., 0.95
+MRA_THRESHOLDS = np.linspace(0.5, 0.95, int((0.95 - 0.5) / 0.05 + 2))  # [10]: 0.50, 0.55, ..., 0.95
+"""VSI-Bench's confidence thresholds, computed as its scorer does (the float64 values of ``np.linspace``)."""
+_MRA_TOLERANCES = 1 - MRA_THRESHOLDS  # [10] float64: 0.5, 0.44999999999999996, ..., 0.050000000000000044
 
 
 def mra_score(pred: float, gold: float) -> float:
-    """Mean relative accuracy: mean over t in 0.50..0.95 of 1[relative error < 1 - t]."""
+    """Mean relative accuracy, VSI-Bench's ``mean_relative_accuracy`` (lmms-eval ``vsibench/utils.py``).
+
+    The reference computes ``abs(pred - gt) / gt <= 1 - np.linspace(0.5, 0.95, 10)``
+    in float64 and averages: a relative error exactly on a threshold is a hit,
+    as far as float64 says it is. With gt = 10: pred 5 or 15 (error 0.5) ->
+    0.1; 9.5 (0.05 <= 0.050000000000000044) -> 1.0; 9 (0.1 <= 0.10000000000000009)
+    -> 0.9; but 8 (0.2 > 1 - 0.8 = 0.19999999999999996) -> 0.6, not 0.7.
+
+    Differences: the error is relative to ``|gt|`` (the reference divides by
+    ``gt``; VSI-Bench's answers are positive), and ``gt == 0`` scores 1 for
+    ``|pred| <= 1e-6`` and 0 otherwise (:func:`relative_error`; the reference
+    divides by zero). Video-R1's ``eval_bench.py`` uses a strict ``<`` in
+    float32 (so 9.5 vs 10 scores 0.9 there); reelrl follows the benchmark's
+    own scorer.
+    """
     err = relative_error(pred, gold)
-    return sum(err < round(1.0 - t, 2) for t in MRA_THRESHOLDS) / len(MRA_THRESHOLDS)
+    return float(np.mean(err <= _MRA_TOLERANCES))
 
 
 # ------------------------------------------------------------------ per-type scoring
@@ -350,7 +368,7 @@ def regression_reward(completions: list[Any], **columns: Any) -> list[float | No
 
 @REWARDS.register("mra")
 def mra_reward(completions: list[Any], **columns: Any) -> list[float | None]:
-    """Mean relative accuracy over thresholds 0.50..0.95 (evaluation metric for regression)."""
+    """VSI-Bench mean relative accuracy over thresholds 0.50..0.95 (:func:`mra_score`; inclusive thresholds)."""
     return _per_row("mra", completions, columns, lambda p, g, i, c: _mra(p, g, i))
 
 
