@@ -26,8 +26,8 @@ from reelrl.rewards import (
 )
 from reelrl.rewards.functions import (
     mra_score,
-    rouge_f1,
-    rouge_l_f1,
+    rouge_fmeasures,
+    rouge_mean_f1,
     tiou,
     word_error_rate,
 )
@@ -185,17 +185,44 @@ def test_word_error_rate_hand_computed() -> None:
 def test_rouge_hand_computed() -> None:
     # ref "the cat sat", pred "the cat": unigram overlap 2 -> P=1, R=2/3, F=0.8;
     # bigram overlap 1 ("the cat") -> P=1, R=1/2, F=2/3; LCS 2 -> F=0.8.
-    assert rouge_f1("the cat sat", "the cat", 1) == pytest.approx(0.8)
-    assert rouge_f1("the cat sat", "the cat", 2) == pytest.approx(2 / 3)
-    assert rouge_l_f1("the cat sat", "the cat") == pytest.approx(0.8)
+    assert rouge_fmeasures("the cat sat", "the cat") == pytest.approx((0.8, 2 / 3, 0.8))
     # Reversed order: unigrams all match, no bigram matches, LCS = 1 -> F = 1/3.
-    assert rouge_f1("a b c", "c b a", 1) == pytest.approx(1.0)
-    assert rouge_f1("a b c", "c b a", 2) == 0.0
-    assert rouge_l_f1("a b c", "c b a") == pytest.approx(1 / 3)
+    assert rouge_fmeasures("a b c", "c b a") == pytest.approx((1.0, 0.0, 1 / 3))
     # Lower-cased, punctuation dropped.
-    assert rouge_l_f1("The cat.", "the CAT") == pytest.approx(1.0)
+    assert rouge_fmeasures("The cat.", "the CAT") == pytest.approx((1.0, 1.0, 1.0))
     # Clipped counts: "the the the" vs "the cat": overlap 1 -> P=1/3, R=1/2, F=0.4.
-    assert rouge_f1("the cat", "the the the", 1) == pytest.approx(0.4)
+    assert rouge_fmeasures("the cat", "the the the")[0] == pytest.approx(0.4)
+    assert rouge_fmeasures("", "anything") == (0.0, 0.0, 0.0)
+
+
+def test_rouge_stems_as_video_r1() -> None:
+    # use_stemmer=True: Porter stems of tokens longer than 3 characters.
+    # ref "the cats were running" -> [the, cat, were, run]; pred "a cat runs" -> [a, cat, run].
+    # unigrams: overlap {cat, run} = 2 -> P = 2/3, R = 2/4, F = 2 * (1/3) / (7/6) = 4/7;
+    # bigrams: (the cat) (cat were) (were run) vs (a cat) (cat run) -> 0; LCS "cat run" = 2 -> F = 4/7.
+    assert rouge_fmeasures("the cats were running", "a cat runs") == pytest.approx((4 / 7, 0.0, 4 / 7))
+    assert rouge_mean_f1("the cats were running", "a cat runs") == pytest.approx(8 / 21)  # unstemmed: 0
+    assert call("rouge", [wrap("a cat runs")], answer=["the cats were running"]) == [pytest.approx(8 / 21)]
+    # "café" keeps only its ASCII part, as rouge_score's tokenizer does
+    assert rouge_fmeasures("café", "caf") == pytest.approx((1.0, 0.0, 1.0))
+
+
+@pytest.mark.parametrize(
+    "gold,pred",
+    [
+        ("The man is slicing a tomato on the cutting board.", "A person slices tomatoes."),
+        ("two dogs are playing fetch in the park", "Two dogs played fetch in a park!"),
+        ("He opened the door and walked outside", "the door was opened"),
+        ("nothing in common", "zebra"),
+    ],
+)
+def test_rouge_reward_is_mean_of_rouge_score_fmeasures(gold: str, pred: str) -> None:
+    from rouge_score import rouge_scorer
+
+    scores = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True).score(gold, pred)
+    expected = (scores["rouge1"].fmeasure + scores["rouge2"].fmeasure + scores["rougeL"].fmeasure) / 3
+    assert call("rouge", [wrap(pred)], answer=[gold]) == [expected]
+    assert call("accuracy", [wrap(pred)], answer=[gold], problem_type=["free_form"]) == [expected]
 
 
 def test_tiou_hand_computed() -> None:

@@ -25,7 +25,7 @@ Gold answers are read as written (a surrounding ``<answer>`` tag is tolerated).
 from __future__ import annotations
 
 import math
-from collections import Counter
+from functools import lru_cache
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -48,8 +48,8 @@ __all__ = [
     "REWARDS",
     "RewardFn",
     "word_error_rate",
-    "rouge_f1",
-    "rouge_l_f1",
+    "rouge_fmeasures",
+    "rouge_mean_f1",
     "tiou",
     "relative_error",
     "mra_score",
@@ -131,36 +131,34 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     return _edit_distance(ref, hyp) / max(1, len(ref))
 
 
-def _rouge_tokens(text: str) -> list[str]:
-    """Lower-case, non-alphanumerics to spaces, whitespace split (rouge_score's tokenizer, no stemming)."""
-    return "".join(c if c.isalnum() else " " for c in text.lower()).split()
+@lru_cache(maxsize=1)
+def _rouge_scorer() -> Any:
+    """Video-R1's scorer: ``rouge_scorer.RougeScorer(['rouge1', 'rouge2', 'rougeL'], use_stemmer=True)``."""
+    from rouge_score import rouge_scorer  # imported on first use: it loads nltk's Porter stemmer
+
+    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
 
 
-def _f1(overlap: float, n_pred: int, n_ref: int) -> float:
-    p = overlap / max(n_pred, 1)
-    r = overlap / max(n_ref, 1)
-    return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+def rouge_fmeasures(reference: str, prediction: str) -> tuple[float, float, float]:
+    """ROUGE-1, ROUGE-2 and ROUGE-L F-measures from the ``rouge-score`` package, as Video-R1 computes them.
+
+    ``RougeScorer(['rouge1', 'rouge2', 'rougeL'], use_stemmer=True).score(reference, prediction)``.
+    Its tokenizer lower-cases, turns every character outside ``[a-z0-9]`` into a
+    space (accented and non-Latin letters are dropped: "café" -> "caf"), splits
+    on whitespace and Porter-stems tokens longer than 3 characters
+    ("running" -> "run", "cats" -> "cat"); n-gram counts are clipped; ROUGE-L is
+    the sentence-level LCS. A text without tokens scores 0.
+    """
+    scores = _rouge_scorer().score(reference, prediction)
+    return scores["rouge1"].fmeasure, scores["rouge2"].fmeasure, scores["rougeL"].fmeasure
 
 
-def rouge_f1(reference: str, prediction: str, n: int) -> float:
-    """ROUGE-n F1 (clipped n-gram overlap). Texts shorter than n tokens give 0."""
-    ref, pred = _rouge_tokens(reference), _rouge_tokens(prediction)
-    ref_ngrams = Counter(tuple(ref[i : i + n]) for i in range(len(ref) - n + 1))
-    pred_ngrams = Counter(tuple(pred[i : i + n]) for i in range(len(pred) - n + 1))
-    overlap = sum((ref_ngrams & pred_ngrams).values())
-    return _f1(overlap, sum(pred_ngrams.values()), sum(ref_ngrams.values()))
+def rouge_mean_f1(reference: str, prediction: str) -> float:
+    """Video-R1's free-form reward: the mean of the three F-measures of :func:`rouge_fmeasures`.
 
-
-def rouge_l_f1(reference: str, prediction: str) -> float:
-    """ROUGE-L F1: longest common subsequence of tokens."""
-    ref, pred = _rouge_tokens(reference), _rouge_tokens(prediction)
-    prev = [0] * (len(pred) + 1)
-    for x in ref:
-        cur = [0]
-        for j, y in enumerate(pred, start=1):
-            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
-        prev = cur
-    return _f1(prev[-1], len(pred), len(ref))
+    Video-R1 then clips to [0, 1], which a mean of F-measures already is.
+    """
+    return sum(rouge_fmeasures(reference, prediction)) / 3.0
 
 
 def tiou(pred: tuple[float, float], gold: tuple[float, float]) -> float:
@@ -244,7 +242,7 @@ def _ocr(pred: str, gold: str) -> float:
 
 
 def _rouge(pred: str, gold: str) -> float:
-    return (rouge_f1(gold, pred, 1) + rouge_f1(gold, pred, 2) + rouge_l_f1(gold, pred)) / 3.0
+    return rouge_mean_f1(gold, pred)
 
 
 def _gold_span(gold: str, time_span: Any, row: int) -> tuple[float, float]:
@@ -380,7 +378,7 @@ def ocr_reward(completions: list[Any], **columns: Any) -> list[float | None]:
 
 @REWARDS.register("rouge")
 def rouge_reward(completions: list[Any], **columns: Any) -> list[float | None]:
-    """Mean of ROUGE-1, ROUGE-2 and ROUGE-L F1 against the gold text (lower-cased tokens)."""
+    """Video-R1's free-form reward: mean ROUGE-1/2/L F-measure (``rouge-score``, stemmed; :func:`rouge_mean_f1`)."""
     return _per_row("rouge", completions, columns, lambda p, g, i, c: _rouge(p, g))
 
 
