@@ -24,6 +24,7 @@ from reelrl.rewards import (
     parse_span,
     resolve_reward,
 )
+from reelrl.data.answers import extract_choice, videomme_letter
 from reelrl.rewards.functions import (
     mra_score,
     rouge_fmeasures,
@@ -116,6 +117,88 @@ class TestParseChoice:
     def test_bad_n_options(self) -> None:
         with pytest.raises(ValueError, match="n_options"):
             parse_choice("A", 0)
+
+
+class TestExtractChoice:
+    """Strict (tags required) and benchmark (Video-MME's official regex) extraction of a choice letter."""
+
+    @pytest.mark.parametrize(
+        "text,expected",
+        [
+            # Video-MME extract_characters_regex, case by case:
+            ("C", "C"),
+            ("The best answer is C.", "C"),  # prefix removed -> " C." -> C
+            ("The answer is (B) the red ball", "B"),
+            ("The answer B", "B"),  # "The answer" is a prefix too
+            ("(D) He opens the door.", "D"),
+            ("A ball rolls to the left.", "A"),  # the first upper-case A-D, whatever it means
+            ("Answer: D", "A"),  # "Answer:" is not a prefix: the "A" of "Answer" is found first
+            ("Considering the motion, the answer is B", "C"),  # "the answer is" (lower case) stays
+            ("The best option is D", "D"),  # no capital A-D before "D"
+            ("Best option: C", "B"),  # "Best option:" alone is never stripped (missing comma in the reference)
+            ("Best answer:Best option: C", "C"),  # the joined reference string is
+            ("I think it's the cat", None),  # no A-D in upper case
+            ("b", None),  # case-sensitive
+            ("E", None),  # four options: the class is ABCD
+            ("one two three four five six seven eight nine ten eleven twelve", None),  # > 10 words, no letter
+            ("<think>B looks likely</think><answer>C</answer>", "C"),  # tags: only their content
+            ("<think>blue first</think><answer>The best answer is D</answer>", "D"),
+            ("<answer>no idea</answer> but then D", None),  # the tag's content is read, not the rest
+        ],
+    )
+    def test_benchmark_mode(self, text: str, expected: str | None) -> None:
+        assert extract_choice(text, 4, "benchmark") == expected
+
+    @pytest.mark.parametrize(
+        "text,expected",
+        [
+            ("<think>x</think><answer>C</answer>", "C"),
+            ("<think>x</think><answer>The answer is B</answer>", "B"),
+            ("<think>x</think><answer>(b)</answer>", "B"),
+            ("<answer>A ball</answer>", None),  # parse_choice reads "A ball" as English
+            ("The best answer is C.", None),  # no tags: no answer
+            ("<answer>Answer: D</answer>", "D"),
+        ],
+    )
+    def test_strict_mode(self, text: str, expected: str | None) -> None:
+        assert extract_choice(text, 4, "strict") == expected
+        assert extract_choice(text, 4) == expected  # strict is the default
+
+    def test_more_than_four_options_widen_the_class(self) -> None:
+        assert extract_choice("E", 5, "benchmark") == "E"
+        assert extract_choice("E", 3, "benchmark") is None  # class stays ABCD below four options
+        assert extract_choice("D", 3, "benchmark") == "D"  # returned as the reference does; simply wrong
+
+    def test_videomme_letter_is_the_reference(self) -> None:
+        import re
+
+        def reference(s: str) -> str:  # lmms-eval tasks/videomme/utils.py, verbatim
+            s = s.strip()
+            answer_prefixes = [
+                "The best answer is",
+                "The correct answer is",
+                "The answer is",
+                "The answer",
+                "The best option is" "The correct option is",  # noqa: ISC001 (sic)
+                "Best answer:" "Best option:",  # noqa: ISC001 (sic)
+            ]
+            for answer_prefix in answer_prefixes:
+                s = s.replace(answer_prefix, "")
+            if len(s.split()) > 10 and not re.search("[ABCD]", s):
+                return ""
+            matches = re.search(r"[ABCD]", s)
+            if matches is None:
+                return ""
+            return matches[0]
+
+        texts = ["The correct answer is (C).", "Best answer: A", "The correct option is B", "the answer is d",
+                 "  D. Sitting down  ", "After the Door opens, A", "The answerB", "", "Option C"]
+        for t in texts:
+            assert videomme_letter(t) == reference(t), t
+
+    def test_bad_mode(self) -> None:
+        with pytest.raises(ValueError, match="valid: strict, benchmark"):
+            extract_choice("A", 4, "lenient")  # type: ignore[arg-type]
 
 
 class TestParseChoices:
