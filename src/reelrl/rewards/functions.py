@@ -20,6 +20,62 @@ Which rows a function applies to:
 The predicted answer is the text inside the last ``<answer>...</answer>``; a
 completion without answer tags, or whose answer cannot be parsed, scores 0.
 Gold answers are read as written (a surrounding ``<answer>`` tag is tolerated).
+
+References, and every intended difference from them
+----------------------------------------------------
+The per-type rules are those of Video-R1's ``accuracy_reward`` and
+``format_reward`` (``src/r1-v/src/open_r1/grpo.py``); ``mra`` is VSI-Bench's
+scorer, ``multi_choice_soft`` TW-GRPO's, ``tiou`` the formula of
+algorithms.md (VideoTG-R1).
+
+All types:
+
+* Video-R1 reads the FIRST ``<answer>`` tag (``re.search``); reelrl the LAST.
+  They agree on completions that earn the format reward (exactly one tag).
+* Video-R1 applies the type of the batch's first row to every row
+  (``kwargs['problem_type'][0]``); ``accuracy`` dispatches per row.
+* Video-R1 scores 0 for an unknown type or a gold answer it cannot parse;
+  here both raise (they are data errors).
+* Missing answer tags: 0, as in Video-R1 (its empty answer scores 0 under
+  every type). Evaluation can also read untagged choice answers the way
+  official benchmark scripts do: :func:`reelrl.data.answers.extract_choice`.
+
+Per type (``problem_type`` -> reward):
+
+* ``multiple_choice`` (``choice``): Video-R1 needs the answer to equal the
+  gold string exactly (``"B"``); here :func:`parse_choice` reads the letter,
+  so ``"(B)"``, ``"b"``, ``"B. blue"`` and ``"The answer is B"`` also score 1.
+* ``numerical`` (``numeric``): both round to 2 decimals and compare, as
+  Video-R1. Video-R1 parses the WHOLE answer as one float after removing
+  commas ("3 apples" scores 0) and scores 0 when exactly one of answer and
+  gold contains "." or "," ("3.0" vs "3", "1,000" vs "1000"); here the last
+  number in the answer is read (:func:`parse_number`) and only values count.
+* ``regression``: Video-R1 computes ``(|p - g| + 1e-9) / (|g| + 1e-9)``,
+  clipped to [0, 1], and rewards 1 minus it; here ``|p - g| / |g|`` without
+  the epsilons (an exact answer scores exactly 1, not 1 - 1e-9 / |g|), and a
+  gold of 0 scores 1 for ``|p| <= 1e-6`` (Video-R1: 0 whatever the answer).
+  Numbers are read as for ``numerical``.
+* ``ocr``: identical -- ``clip(1 - WER, 0, 1)``, WER = word Levenshtein
+  distance (whitespace split, case-sensitive) / ``max(1, reference words)``.
+* ``free_form`` (``rouge``): identical -- the ``rouge-score`` package,
+  ``RougeScorer(['rouge1', 'rouge2', 'rougeL'], use_stemmer=True)``, mean of
+  the three F-measures (:func:`rouge_fmeasures`).
+* ``temporal_grounding`` (``tiou``): the algorithms.md formula; a span with
+  end <= start scores 0, which the formula also gives wherever it is defined.
+* ``mra`` (evaluation of regression): VSI-Bench's inclusive thresholds, see
+  :func:`mra_score`.
+* ``multi_choice_soft``: TW-GRPO's ``accuracy_reward`` first tries
+  ``math_verify`` equality, then splits the answer on "," (case-sensitive raw
+  strings) and scores ``|P| / |Q|`` when P is a subset of Q; without tags it
+  reads the whole completion. Here the tag is required and the letters are
+  read by :func:`parse_choices` (case-insensitive; a letter beyond the
+  options scores 0). ``multi_choice`` is TW-GRPO's exact-set
+  ``origin_accuracy_reward``.
+* ``format``: Video-R1 ``re.fullmatch``-es ``<think>.*?</think>\\s*<answer>.*?</answer>``,
+  which rejects surrounding whitespace and accepts extra tags inside the
+  match (``...<answer>b</answer><answer>c</answer>``); here surrounding
+  whitespace is allowed and each of the four tags must occur exactly once
+  (algorithms.md, :func:`reelrl.data.answers.has_format`).
 """
 
 from __future__ import annotations
@@ -162,7 +218,11 @@ def rouge_mean_f1(reference: str, prediction: str) -> float:
 
 
 def tiou(pred: tuple[float, float], gold: tuple[float, float]) -> float:
-    """Temporal IoU of two [start, end] spans; a span with end <= start scores 0."""
+    """Temporal IoU ``max(0, min(e, e*) - max(s, s*)) / (max(e, e*) - min(s, s*))`` (algorithms.md).
+
+    A span with end <= start scores 0; the formula gives 0 for such spans too
+    wherever its denominator is not 0.
+    """
     (s, e), (gs, ge) = pred, gold
     if e <= s or ge <= gs:
         return 0.0
@@ -206,6 +266,7 @@ def mra_score(pred: float, gold: float) -> float:
 
 
 def _choice(pred: str, gold: str, options: Any) -> float:
+    """Video-R1 ``multiple choice``, with the letter read by :func:`parse_choice` (not exact string equality)."""
     return float(parse_choice(pred, _n_options(options)) == gold.strip().upper())
 
 
@@ -222,12 +283,13 @@ def _multi_choice_soft(pred: str, gold: str, options: Any) -> float:
 
 
 def _numeric(pred: str, gold: str, row: int) -> float:
+    """Video-R1 ``numerical``: equal after ``round(., 2)`` (last number of the answer; see the module docstring)."""
     x = parse_number(pred)
     return 0.0 if x is None else float(round(x, 2) == round(_gold_number(gold, "numeric", row), 2))
 
 
 def _regression(pred: str, gold: str, row: int) -> float:
-    """1 - min(1, relative error); gold 0 means an exact match (within 1e-6) or nothing."""
+    """Video-R1 ``regression``: 1 - min(1, relative error); gold 0: 1 iff |pred| <= 1e-6 (no 1e-9 epsilons)."""
     x = parse_number(pred)
     return 0.0 if x is None else 1.0 - min(1.0, relative_error(x, _gold_number(gold, "regression", row)))
 
@@ -309,7 +371,11 @@ def _per_row(
 
 @REWARDS.register("format")
 def format_reward(completions: list[Any], **columns: Any) -> list[float | None]:
-    """1.0 when the completion is exactly ``<think>...</think> <answer>...</answer>``, else 0.0."""
+    """1.0 when the completion is exactly ``<think>...</think> <answer>...</answer>``, else 0.0.
+
+    One of each tag, whitespace allowed around and between the blocks; Video-R1's
+    ``re.fullmatch`` differs on surrounding whitespace and repeated tags (module docstring).
+    """
     return [float(has_format(_text(c))) for c in completions]
 
 
