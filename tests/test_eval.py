@@ -1,4 +1,4 @@
-"""Evaluation scoring on hand-written completions: strict and benchmark accuracy, the reasoning's claim vs the answer."""
+"""Evaluation scoring on hand-written completions: strict and benchmark accuracy, claims vs answers."""
 
 from __future__ import annotations
 
