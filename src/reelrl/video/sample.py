@@ -67,8 +67,9 @@ VIDEO_TOTAL_PIXELS = int(128000 * 28 * 28 * 0.9)
 """qwen-vl-utils' default pixel budget over all frames of a video (90316800).
 
 That is 128000 tokens' worth of 28 x 28 patches, times 0.9: the budget counts
-pixels per temporal patch of ``frame_factor`` frames, so a video of any length
-stays within ~115k visual tokens (fewer when ``min_pixels`` binds).
+pixels per temporal patch of ``frame_factor`` frames, so a video stays within
+90316800 / 784 = 115200 visual tokens -- unless the per-frame floor
+``int(min_pixels * 1.05)`` binds, past ~1714 frames with the defaults.
 """
 
 
