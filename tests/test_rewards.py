@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,10 +24,11 @@ from reelrl.rewards import (
     parse_span,
     resolve_reward,
 )
+from reelrl.data.answers import extract_choice, videomme_letter
 from reelrl.rewards.functions import (
     mra_score,
-    rouge_f1,
-    rouge_l_f1,
+    rouge_fmeasures,
+    rouge_mean_f1,
     tiou,
     word_error_rate,
 )
@@ -117,6 +119,88 @@ class TestParseChoice:
             parse_choice("A", 0)
 
 
+class TestExtractChoice:
+    """Strict (tags required) and benchmark (Video-MME's official regex) extraction of a choice letter."""
+
+    @pytest.mark.parametrize(
+        "text,expected",
+        [
+            # Video-MME extract_characters_regex, case by case:
+            ("C", "C"),
+            ("The best answer is C.", "C"),  # prefix removed -> " C." -> C
+            ("The answer is (B) the red ball", "B"),
+            ("The answer B", "B"),  # "The answer" is a prefix too
+            ("(D) He opens the door.", "D"),
+            ("A ball rolls to the left.", "A"),  # the first upper-case A-D, whatever it means
+            ("Answer: D", "A"),  # "Answer:" is not a prefix: the "A" of "Answer" is found first
+            ("Considering the motion, the answer is B", "C"),  # "the answer is" (lower case) stays
+            ("The best option is D", "D"),  # no capital A-D before "D"
+            ("Best option: C", "B"),  # "Best option:" alone is never stripped (missing comma in the reference)
+            ("Best answer:Best option: C", "C"),  # the joined reference string is
+            ("I think it's the cat", None),  # no A-D in upper case
+            ("b", None),  # case-sensitive
+            ("E", None),  # four options: the class is ABCD
+            ("one two three four five six seven eight nine ten eleven twelve", None),  # > 10 words, no letter
+            ("<think>B looks likely</think><answer>C</answer>", "C"),  # tags: only their content
+            ("<think>blue first</think><answer>The best answer is D</answer>", "D"),
+            ("<answer>no idea</answer> but then D", None),  # the tag's content is read, not the rest
+        ],
+    )
+    def test_benchmark_mode(self, text: str, expected: str | None) -> None:
+        assert extract_choice(text, 4, "benchmark") == expected
+
+    @pytest.mark.parametrize(
+        "text,expected",
+        [
+            ("<think>x</think><answer>C</answer>", "C"),
+            ("<think>x</think><answer>The answer is B</answer>", "B"),
+            ("<think>x</think><answer>(b)</answer>", "B"),
+            ("<answer>A ball</answer>", None),  # parse_choice reads "A ball" as English
+            ("The best answer is C.", None),  # no tags: no answer
+            ("<answer>Answer: D</answer>", "D"),
+        ],
+    )
+    def test_strict_mode(self, text: str, expected: str | None) -> None:
+        assert extract_choice(text, 4, "strict") == expected
+        assert extract_choice(text, 4) == expected  # strict is the default
+
+    def test_more_than_four_options_widen_the_class(self) -> None:
+        assert extract_choice("E", 5, "benchmark") == "E"
+        assert extract_choice("E", 3, "benchmark") is None  # class stays ABCD below four options
+        assert extract_choice("D", 3, "benchmark") == "D"  # returned as the reference does; simply wrong
+
+    def test_videomme_letter_is_the_reference(self) -> None:
+        import re
+
+        def reference(s: str) -> str:  # lmms-eval tasks/videomme/utils.py, verbatim
+            s = s.strip()
+            answer_prefixes = [
+                "The best answer is",
+                "The correct answer is",
+                "The answer is",
+                "The answer",
+                "The best option is" "The correct option is",  # noqa: ISC001 (sic)
+                "Best answer:" "Best option:",  # noqa: ISC001 (sic)
+            ]
+            for answer_prefix in answer_prefixes:
+                s = s.replace(answer_prefix, "")
+            if len(s.split()) > 10 and not re.search("[ABCD]", s):
+                return ""
+            matches = re.search(r"[ABCD]", s)
+            if matches is None:
+                return ""
+            return matches[0]
+
+        texts = ["The correct answer is (C).", "Best answer: A", "The correct option is B", "the answer is d",
+                 "  D. Sitting down  ", "After the Door opens, A", "The answerB", "", "Option C"]
+        for t in texts:
+            assert videomme_letter(t) == reference(t), t
+
+    def test_bad_mode(self) -> None:
+        with pytest.raises(ValueError, match="valid: strict, benchmark"):
+            extract_choice("A", 4, "lenient")  # type: ignore[arg-type]
+
+
 class TestParseChoices:
     @pytest.mark.parametrize(
         "text", ["A, C", "A,C", "A and C", "(A)(C)", "AC", "Options A and C", "c, a", "A. red, C. blue", "[A] [C]"]
@@ -184,17 +268,44 @@ def test_word_error_rate_hand_computed() -> None:
 def test_rouge_hand_computed() -> None:
     # ref "the cat sat", pred "the cat": unigram overlap 2 -> P=1, R=2/3, F=0.8;
     # bigram overlap 1 ("the cat") -> P=1, R=1/2, F=2/3; LCS 2 -> F=0.8.
-    assert rouge_f1("the cat sat", "the cat", 1) == pytest.approx(0.8)
-    assert rouge_f1("the cat sat", "the cat", 2) == pytest.approx(2 / 3)
-    assert rouge_l_f1("the cat sat", "the cat") == pytest.approx(0.8)
+    assert rouge_fmeasures("the cat sat", "the cat") == pytest.approx((0.8, 2 / 3, 0.8))
     # Reversed order: unigrams all match, no bigram matches, LCS = 1 -> F = 1/3.
-    assert rouge_f1("a b c", "c b a", 1) == pytest.approx(1.0)
-    assert rouge_f1("a b c", "c b a", 2) == 0.0
-    assert rouge_l_f1("a b c", "c b a") == pytest.approx(1 / 3)
+    assert rouge_fmeasures("a b c", "c b a") == pytest.approx((1.0, 0.0, 1 / 3))
     # Lower-cased, punctuation dropped.
-    assert rouge_l_f1("The cat.", "the CAT") == pytest.approx(1.0)
+    assert rouge_fmeasures("The cat.", "the CAT") == pytest.approx((1.0, 1.0, 1.0))
     # Clipped counts: "the the the" vs "the cat": overlap 1 -> P=1/3, R=1/2, F=0.4.
-    assert rouge_f1("the cat", "the the the", 1) == pytest.approx(0.4)
+    assert rouge_fmeasures("the cat", "the the the")[0] == pytest.approx(0.4)
+    assert rouge_fmeasures("", "anything") == (0.0, 0.0, 0.0)
+
+
+def test_rouge_stems_as_video_r1() -> None:
+    # use_stemmer=True: Porter stems of tokens longer than 3 characters.
+    # ref "the cats were running" -> [the, cat, were, run]; pred "a cat runs" -> [a, cat, run].
+    # unigrams: overlap {cat, run} = 2 -> P = 2/3, R = 2/4, F = 2 * (1/3) / (7/6) = 4/7;
+    # bigrams: (the cat) (cat were) (were run) vs (a cat) (cat run) -> 0; LCS "cat run" = 2 -> F = 4/7.
+    assert rouge_fmeasures("the cats were running", "a cat runs") == pytest.approx((4 / 7, 0.0, 4 / 7))
+    assert rouge_mean_f1("the cats were running", "a cat runs") == pytest.approx(8 / 21)  # unstemmed: 0
+    assert call("rouge", [wrap("a cat runs")], answer=["the cats were running"]) == [pytest.approx(8 / 21)]
+    # "café" keeps only its ASCII part, as rouge_score's tokenizer does
+    assert rouge_fmeasures("café", "caf") == pytest.approx((1.0, 0.0, 1.0))
+
+
+@pytest.mark.parametrize(
+    "gold,pred",
+    [
+        ("The man is slicing a tomato on the cutting board.", "A person slices tomatoes."),
+        ("two dogs are playing fetch in the park", "Two dogs played fetch in a park!"),
+        ("He opened the door and walked outside", "the door was opened"),
+        ("nothing in common", "zebra"),
+    ],
+)
+def test_rouge_reward_is_mean_of_rouge_score_fmeasures(gold: str, pred: str) -> None:
+    from rouge_score import rouge_scorer
+
+    scores = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True).score(gold, pred)
+    expected = (scores["rouge1"].fmeasure + scores["rouge2"].fmeasure + scores["rougeL"].fmeasure) / 3
+    assert call("rouge", [wrap(pred)], answer=[gold]) == [expected]
+    assert call("accuracy", [wrap(pred)], answer=[gold], problem_type=["free_form"]) == [expected]
 
 
 def test_tiou_hand_computed() -> None:
@@ -208,18 +319,37 @@ def test_tiou_hand_computed() -> None:
 @pytest.mark.parametrize(
     "pred,gold,expected",
     [
+        # VSI-Bench: hit when rel <= 1 - t, with 1 - t computed in float64 from np.linspace(0.5, 0.95, 10):
+        # 1 - t = 0.5, 0.44999999999999996, 0.4, 0.35, 0.30000000000000004, 0.25,
+        #         0.19999999999999996, 0.15000000000000002, 0.10000000000000009, 0.050000000000000044
         (10.0, 10.0, 1.0),
-        (12.0, 10.0, 0.6),  # rel 0.2 < 1-t for t = .50 .55 .60 .65 .70 .75 -> 6/10
+        (5.0, 10.0, 0.1),  # rel 0.5 <= 0.5 (t = .50 only); a strict < gave 0.0
+        (15.0, 10.0, 0.1),  # same error above the gold
+        (8.0, 10.0, 0.6),  # rel 0.2 > 0.19999999999999996: t = .50 .. .75 -> 6/10 (float64, as the reference)
+        (12.0, 10.0, 0.6),
+        (9.0, 10.0, 0.9),  # rel 0.1 <= 0.10000000000000009: t = .50 .. .90 -> 9/10; a strict < gave 0.8
+        (9.5, 10.0, 1.0),  # rel 0.05 <= 0.050000000000000044: every threshold; a strict < gave 0.9
+        (10.5, 10.0, 1.0),
+        (7.0, 10.0, 0.5),  # rel 0.3 <= 0.30000000000000004: t = .50 .. .70
+        (6.0, 10.0, 0.3),  # rel 0.4 <= 0.4: t = .50 .55 .60
         (9.4, 10.0, 0.9),  # rel 0.06 fails only t = .95
-        (10.5, 10.0, 0.9),  # rel exactly 0.05: strict <, fails t = .95
-        (15.5, 10.0, 0.0),  # rel 0.55 >= 0.5
-        (-5.0, -4.0, 0.5),  # rel 0.25 < 0.5 .45 .4 .35 .3 -> 5/10
+        (15.5, 10.0, 0.0),  # rel 0.55 > 0.5
+        (-5.0, -4.0, 0.6),  # rel |-1| / |-4| = 0.25 <= .5 .45 .4 .35 .3 .25: 6/10
         (0.0, 0.0, 1.0),
         (0.1, 0.0, 0.0),
     ],
 )
 def test_mra_hand_computed(pred: float, gold: float, expected: float) -> None:
-    assert mra_score(pred, gold) == pytest.approx(expected)
+    assert mra_score(pred, gold) == expected  # exact: a mean of 10 booleans
+
+
+def test_mra_matches_vsibench_formula() -> None:
+    """The reference expression, verbatim, over many integer and half-integer cases."""
+    conf = np.linspace(0.5, 0.95, int((0.95 - 0.5) / 0.05 + 2))
+    for gold in (1.0, 3.0, 4.0, 10.0, 20.0, 40.0, 100.0):
+        for pred in np.arange(0.0, 2.5 * gold, gold / 40):
+            ref = float((abs(pred - gold) / gold <= 1 - conf).mean())
+            assert mra_score(float(pred), gold) == ref, (pred, gold)
 
 
 # ------------------------------------------------------------------ reward functions

@@ -162,9 +162,71 @@ def test_total_pixels_budget_hand_computed() -> None:
     assert frame_max_pixels(cfg, 768) == 105369
     assert frame_size(info, cfg, 768) == (224, 420)
     # no budget: plain max_pixels
-    assert frame_max_pixels(VideoSampling(), 768) == 768 * 28 * 28
+    assert frame_max_pixels(VideoSampling(total_pixels=None), 768) == 768 * 28 * 28
     # explicit size is only rounded to the size factor: 100 -> 112, 150 -> 140
     assert frame_size(info, VideoSampling(resized_height=100, resized_width=150), 8) == (112, 140)
+
+
+def test_default_budget_is_qwen_vl_utils_on_a_long_video() -> None:
+    """qwen-vl-utils ``fetch_video`` with no ``total_pixels`` given, by hand.
+
+    total_pixels = int(128000 * 28 * 28 * 0.9) = 90316800;
+    per-frame max_pixels = max(min(768 * 28 * 28, total_pixels / nframes * 2), int(128 * 28 * 28 * 1.05)).
+    """
+    cfg = VideoSampling(nframes=600)
+    assert (cfg.min_pixels, cfg.max_pixels, cfg.total_pixels) == (100352, 602112, 90316800)
+    info = info_of(36000, fps=30.0, height=1080, width=1920)  # 20 minutes of 1080p
+    assert num_sampled_frames(info, cfg) == 600
+    # 90316800 / 600 * 2 = 301056 (= 384 * 28 * 28) < 602112, and > int(100352 * 1.05) = 105369
+    assert frame_max_pixels(cfg, 600) == 301056
+    # 1080x1920 -> 1092x1932 > 301056: beta = sqrt(2073600 / 301056) = 2.6245;
+    # 1080 / beta = 411.5 -> floor to 28: 392; 1920 / beta = 731.6 -> 728
+    h, w = frame_size(info, cfg, 600)
+    assert (h, w) == (392, 728)
+    # visual tokens: 600 / 2 temporal patches x (392 / 28) x (728 / 28) merged patches = 300 x 14 x 26
+    assert 600 // 2 * (h // 28) * (w // 28) == 109200
+    # without the budget: 560 x 1008 per frame -> 300 x 20 x 36 = 216000 tokens, past a 128k context
+    assert frame_size(info, cfg.model_copy(update={"total_pixels": None}), 600) == (560, 1008)
+    # 768 frames (fps mode's max_frames): 90316800 / 768 * 2 = 235200; beta = sqrt(2073600 / 235200) = 2.9692,
+    # 1080 / beta = 363.7 -> 336, 1920 / beta = 646.6 -> 644
+    fps_cfg = VideoSampling()
+    assert num_sampled_frames(info, fps_cfg) == 768  # 1200 s x 2 fps = 2400 -> max_frames
+    assert frame_max_pixels(fps_cfg, 768) == 235200
+    assert frame_size(info, fps_cfg, 768) == (336, 644)
+    # a 448x448 source is under the 600-frame cap (200704 < 301056): unchanged
+    assert frame_size(info_of(36000, fps=30.0, height=448, width=448), cfg, 600) == (448, 448)
+
+
+def test_default_budget_leaves_short_videos_unchanged() -> None:
+    info = info_of(120, height=1080, width=1920)
+    for n in (16, 64, 300):  # 90316800 / 300 * 2 = 602112: the cap is max_pixels itself up to 300 frames
+        assert frame_max_pixels(VideoSampling(), n) == 602112
+        assert frame_size(info, VideoSampling(), n) == (560, 1008)
+        assert frame_size(info, VideoSampling(total_pixels=None), n) == (560, 1008)
+
+
+def test_quickstart_frame_size_is_untouched_by_the_budget() -> None:
+    from reelrl.pipeline import load_recipe
+
+    cfg = load_recipe("quickstart", []).video
+    assert (cfg.nframes, cfg.min_pixels, cfg.max_pixels, cfg.total_pixels) == (16, 3136, 3136, 90316800)
+    info = info_of(16, fps=4.0, height=56, width=56)  # the quickstart gym: 16 frames of 56 x 56
+    n = num_sampled_frames(info, cfg)
+    assert n == 16
+    # budget 90316800 / 16 * 2 = 11289600 -> min(602112, .) = 602112 -> min with max_pixels 3136 = 3136
+    assert frame_max_pixels(cfg, n) == 3136
+    assert frame_size(info, cfg, n) == (56, 56)
+    assert frame_size(info, cfg.model_copy(update={"total_pixels": None}), n) == (56, 56)
+
+
+def test_sample_indices_use_qwen_float32_linspace() -> None:
+    # qwen-vl-utils: torch.linspace(0, 33596, 256) is float32; at index 253 it is exactly 33332.5
+    # (float64: 33596 * 253 / 255 = 33332.50196), which rounds half-to-even to 33332 (float64 gives 33333).
+    idx = sample_indices(info_of(33597, fps=30.0), VideoSampling(nframes=256))
+    assert idx.dtype == np.int64 and idx.shape == (256,)
+    assert idx[253] == 33332
+    assert np.linspace(0, 33596, 256).round()[253] == 33333  # the float64 rule this replaces
+    assert (idx[0], idx[-1]) == (0, 33596)
 
 
 @pytest.mark.parametrize(

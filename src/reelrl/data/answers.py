@@ -7,17 +7,29 @@ cannot find an answer it is confident about, never a guess. Rewards turn
 The completion format (algorithms.md, "Shared pieces") is::
 
     <think> reasoning </think> <answer> final answer </answer>
+
+Choice answers can be read in two modes (:func:`extract_choice`): ``"strict"``
+(the ``<answer>`` tag is required and parsed by :func:`parse_choice`; what the
+rewards use) and ``"benchmark"`` (Video-MME's official
+``extract_characters_regex``, :func:`videomme_letter`, applied to the tag's
+content or, without tags, to the whole output; what official benchmark scripts
+report).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from typing import Literal, Sequence
 
 from reelrl.data.schema import LETTERS, VideoRow
 
 __all__ = [
+    "EXTRACTION_MODES",
+    "ExtractionMode",
+    "VIDEOMME_ANSWER_PREFIXES",
     "claims",
+    "extract_choice",
+    "videomme_letter",
     "final_claim",
     "normalised_answer",
     "extract_tag",
@@ -169,6 +181,84 @@ def parse_choices(text: str, n_options: int) -> set[str] | None:
             return {x for x in letters if x}
     one = parse_choice(s, n_options)
     return {one} if one else None
+
+
+# ------------------------------------------------------- benchmark-style extraction
+
+ExtractionMode = Literal["strict", "benchmark"]
+EXTRACTION_MODES: tuple[str, ...] = ("strict", "benchmark")
+
+VIDEOMME_ANSWER_PREFIXES: tuple[str, ...] = (
+    "The best answer is",
+    "The correct answer is",
+    "The answer is",
+    "The answer",
+    "The best option isThe correct option is",
+    "Best answer:Best option:",
+)
+"""Video-MME's answer prefixes, as its official scorer sees them.
+
+The list in ``extract_characters_regex`` (Video-MME's ``eval_your_results.py``
+and lmms-eval's ``tasks/videomme/utils.py``) misses two commas, so Python joins
+"The best option is" with "The correct option is" and "Best answer:" with
+"Best option:": those four phrases are never removed on their own. They are
+written here joined, as the reference strings are.
+"""
+
+
+def videomme_letter(text: str, letters: str = "ABCD") -> str:
+    """Video-MME's official ``extract_characters_regex``; ``""`` when it finds no letter.
+
+    Verbatim: strip the text; delete every occurrence (anywhere, case-sensitive)
+    of each :data:`VIDEOMME_ANSWER_PREFIXES` entry in order; if more than 10
+    words remain and no letter of ``letters`` occurs, return ``""``; otherwise
+    return the first character of ``[letters]`` in the text (an upper-case
+    letter anywhere, even inside a word: "Answer: D" gives "A", "Considering
+    the motion, B" gives "C"), or ``""``. (The 10-word test cannot change the
+    result: without a letter the search returns ``""`` anyway.)
+
+    Args:
+        text: the model output (or the content of its ``<answer>`` tag).
+        letters: the letter class; the reference's is ``"ABCD"`` (Video-MME
+            has four options).
+    """
+    s = text.strip()
+    for prefix in VIDEOMME_ANSWER_PREFIXES:
+        s = s.replace(prefix, "")
+    letter_class = f"[{letters}]"
+    if len(s.split()) > 10 and not re.search(letter_class, s):
+        return ""
+    match = re.search(letter_class, s)
+    return "" if match is None else match[0]
+
+
+def extract_choice(text: str, n_options: int, mode: ExtractionMode = "strict") -> str | None:
+    """The option letter a whole completion answers, or ``None``, in one of two modes.
+
+    ``"strict"`` (training, and the ``accuracy`` of evaluation): the text of
+    the last ``<answer>`` tag read by :func:`parse_choice`; no tag, no answer.
+
+    ``"benchmark"``: what an official benchmark script would extract --
+    :func:`videomme_letter` on the last ``<answer>`` tag's content, or on the
+    whole output when it has no such tag. The letter class is Video-MME's
+    ``ABCD`` for rows of up to four options, widened to the first
+    ``n_options`` letters for rows with more (the reference has no such rows);
+    a letter beyond a 2- or 3-option row's options is returned, as the
+    reference returns it, and is then simply wrong. Video-MME's official
+    script drops rows with no extracted letter from its denominator, lmms-eval
+    counts them as wrong; a ``None`` here is wrong (lmms-eval's choice).
+
+    Raises:
+        ValueError: an unknown ``mode`` or ``n_options`` outside 1..26.
+    """
+    valid = _valid(n_options)
+    if mode not in EXTRACTION_MODES:
+        raise ValueError(f"unknown extraction mode {mode!r}; valid: {', '.join(EXTRACTION_MODES)}")
+    answer = extract_tag(text)
+    if mode == "strict":
+        return None if answer is None else parse_choice(answer, n_options)
+    letters = LETTERS[: max(4, len(valid))]
+    return videomme_letter(text if answer is None else answer, letters) or None
 
 
 # ---------------------------------------------------------------------- numbers

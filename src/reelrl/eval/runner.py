@@ -10,7 +10,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from reelrl.data.answers import extract_tag, final_claim, normalised_answer
+from reelrl.data.answers import extract_choice, extract_tag, final_claim, normalised_answer
 from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import VideoRow
 from reelrl.models.vlm import VLM
@@ -34,7 +34,9 @@ def evaluate(
 ) -> dict:
     """Greedy-decode every row, ``batch_size`` rows per decode batch.
 
-    Scored with ``accuracy``, ``format`` and the recipe's rewards.
+    Scored with ``accuracy`` (strict), ``accuracy_benchmark`` (official
+    benchmark answer extraction), ``format`` and the recipe's rewards; see
+    :func:`score_samples` for the keys of the returned summary.
     """
     vlm.model.eval()
     greedy = SamplingParams(**{**sampling.__dict__, "temperature": 0.0})
@@ -55,38 +57,82 @@ def evaluate(
                 samples.append((row, text, int(ro.lengths[0])))
     if not samples:
         raise RuntimeError(f"{title}: no readable rows ({len(encoder.skipped)} skipped)")
-    texts = [t for _, t, _ in samples]
-    cols = {k: [r.model_dump()[k] for r, _, _ in samples] for k in samples[0][0].model_dump()}
-    total, per = compute_rewards(reward_specs, texts, cols)  # [N]
-    _, metric_cols = compute_rewards([RewardSpec("accuracy", 0.0), RewardSpec("format", 0.0)], texts, cols)
-    acc, fmt = metric_cols["accuracy"], metric_cols["format"]  # [N]
-    checks = [reasoning_checks(text, row) for row, text, _ in samples]
-    by_task: dict[str, list[tuple[float, dict]]] = defaultdict(list)
-    for (row, _, _), a, c in zip(samples, acc.tolist(), checks):
-        by_task[row.task].append((a, c))
-    result = {
-        "n": len(samples),
-        "skipped": len(rows) - len(samples),
-        "accuracy": float(acc.mean()),
-        "format": float(fmt.mean()),
-        "mean_reward": float(total.mean()),
-        "mean_length": sum(n for _, _, n in samples) / len(samples),
-        **_check_rates(checks),
-        "per_task": {k: {"n": len(v), "accuracy": sum(a for a, _ in v) / len(v), **_check_rates([c for _, c in v])}
-                     for k, v in sorted(by_task.items())},
-    }
+    result, records = score_samples(samples, reward_specs, skipped=len(rows) - len(samples))
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "eval.json").write_text(json.dumps(result, indent=2))
         with (out_dir / "eval_samples.jsonl").open("w") as f:
-            for i, (row, text, n) in enumerate(samples):
-                f.write(json.dumps({
-                    "id": row.id, "task": row.task, "answer": row.answer, "completion": text, "length": n,
-                    "accuracy": float(acc[i]), "format": float(fmt[i]), "reward": float(total[i]), **checks[i],
-                    **{f"reward/{k}": float(v[i]) for k, v in per.items()},
-                }) + "\n")
+            for rec in records:
+                f.write(json.dumps(rec) + "\n")
     return result
+
+
+def score_samples(
+    samples: list[tuple[VideoRow, str, int]], reward_specs: list[RewardSpec], skipped: int = 0
+) -> tuple[dict, list[dict]]:
+    """Score decoded completions ``(row, text, length)``: the summary of :func:`evaluate` and one record per sample.
+
+    Summary keys: ``n``, ``skipped`` (rows that could not be encoded, as
+    given), ``accuracy`` (strict: the ``accuracy`` reward, which needs an
+    ``<answer>`` tag), ``accuracy_benchmark`` (:func:`benchmark_accuracy`),
+    ``format``, ``mean_reward`` (the recipe's weighted rewards),
+    ``mean_length``, the rates of :func:`reasoning_checks`, and ``per_task``
+    with each task's ``n``, ``accuracy``, ``accuracy_benchmark`` and rates.
+    """
+    texts = [t for _, t, _ in samples]
+    cols = {k: [r.model_dump()[k] for r, _, _ in samples] for k in samples[0][0].model_dump()}
+    total, per = compute_rewards(reward_specs, texts, cols)  # [N]
+    _, metric_cols = compute_rewards([RewardSpec("accuracy", 0.0), RewardSpec("format", 0.0)], texts, cols)
+    acc, fmt = metric_cols["accuracy"], metric_cols["format"]  # [N]
+    bench = [benchmark_accuracy(text, row, a) for (row, text, _), a in zip(samples, acc.tolist())]
+    checks = [reasoning_checks(text, row) for row, text, _ in samples]
+    by_task: dict[str, list[tuple[float, float, dict]]] = defaultdict(list)
+    for (row, _, _), a, b, c in zip(samples, acc.tolist(), bench, checks):
+        by_task[row.task].append((a, b, c))
+    result = {
+        "n": len(samples),
+        "skipped": skipped,
+        "accuracy": float(acc.mean()),
+        "accuracy_benchmark": sum(bench) / len(bench),
+        "format": float(fmt.mean()),
+        "mean_reward": float(total.mean()),
+        "mean_length": sum(n for _, _, n in samples) / len(samples),
+        **_check_rates(checks),
+        "per_task": {k: {"n": len(v), "accuracy": sum(a for a, _, _ in v) / len(v),
+                         "accuracy_benchmark": sum(b for _, b, _ in v) / len(v),
+                         **_check_rates([c for _, _, c in v])}
+                     for k, v in sorted(by_task.items())},
+    }
+    records = [{
+        "id": row.id, "task": row.task, "answer": row.answer, "completion": text, "length": n,
+        "accuracy": float(acc[i]), "accuracy_benchmark": bench[i], "format": float(fmt[i]),
+        "reward": float(total[i]), **checks[i],
+        **{f"reward/{k}": float(v[i]) for k, v in per.items()},
+    } for i, (row, text, n) in enumerate(samples)]
+    return result, records
+
+
+def benchmark_accuracy(text: str, row: VideoRow, strict: float) -> float:
+    """Accuracy of one completion as an official benchmark script would score it.
+
+    ``multiple_choice`` rows: 1.0 when :func:`reelrl.data.answers.extract_choice`
+    in ``"benchmark"`` mode (Video-MME's official ``extract_characters_regex``
+    on the ``<answer>`` tag's content, or on the whole output when it has no
+    tag) gives the gold letter, else 0.0. A model that answers "The best answer
+    is B" without tags scores 0 in ``accuracy`` and 1 here; one that answers
+    ``<answer>A ball</answer>`` for gold "A" scores 0 there and 1 here.
+
+    Other problem types: ``strict`` (the ``accuracy`` reward) unchanged. Their
+    official fallbacks would rarely change a score: VSI-Bench parses the first
+    word of the output (``fuzzy_matching``) and Video-R1's ``eval_bench.py``
+    the whole output as one float, so an untagged reasoning trace parses only
+    when it is nothing but the number; multi-select rows have no standard
+    benchmark rule.
+    """
+    if row.problem_type != "multiple_choice" or not row.options:
+        return strict
+    return float(extract_choice(text, len(row.options), "benchmark") == row.answer.strip().upper())
 
 
 def reasoning_checks(text: str, row: VideoRow) -> dict:
@@ -116,23 +162,29 @@ def _check_rates(checks: list[dict]) -> dict[str, float | None]:
 
 
 def print_eval(result: dict, title: str = "evaluation", chance: dict[str, float] | None = None) -> None:
+    """Per-task table of a :func:`evaluate` summary: strict and benchmark accuracy, chance, reasoning checks."""
     table = Table(title=title)
     table.add_column("task")
     table.add_column("n", justify="right")
     table.add_column("accuracy", justify="right")
+    table.add_column("benchmark acc.", justify="right")
     if chance:
         table.add_column("chance", justify="right")
     table.add_column("claim correct", justify="right")
     table.add_column("answer = claim", justify="right")
 
+    def num(v: dict, key: str) -> str:
+        return "-" if v.get(key) is None else f"{v[key]:.3f}"
+
     def rates(v: dict) -> list[str]:
-        return ["-" if v.get(k) is None else f"{v[k]:.3f}" for k in ("claim_correct", "consistent")]
+        return [num(v, k) for k in ("claim_correct", "consistent")]
 
     for task, v in result["per_task"].items():
         extra = [f"{chance.get(task, float('nan')):.3f}"] if chance else []
-        table.add_row(task, str(v["n"]), f"{v['accuracy']:.3f}", *extra, *rates(v))
+        table.add_row(task, str(v["n"]), f"{v['accuracy']:.3f}", num(v, "accuracy_benchmark"), *extra, *rates(v))
     extra = [f"{sum(chance.values()) / len(chance):.3f}"] if chance else []
-    table.add_row("[bold]all", str(result["n"]), f"[bold]{result['accuracy']:.3f}", *extra, *rates(result))
+    table.add_row("[bold]all", str(result["n"]), f"[bold]{result['accuracy']:.3f}",
+                  num(result, "accuracy_benchmark"), *extra, *rates(result))
     Console().print(table)
     Console().print(f"format {result['format']:.3f}  mean reward {result['mean_reward']:.3f}  "
                     f"mean length {result['mean_length']:.1f}  skipped {result['skipped']}")

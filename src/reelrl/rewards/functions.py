@@ -20,13 +20,71 @@ Which rows a function applies to:
 The predicted answer is the text inside the last ``<answer>...</answer>``; a
 completion without answer tags, or whose answer cannot be parsed, scores 0.
 Gold answers are read as written (a surrounding ``<answer>`` tag is tolerated).
+
+References, and every intended difference from them
+----------------------------------------------------
+The per-type rules are those of Video-R1's ``accuracy_reward`` and
+``format_reward`` (``src/r1-v/src/open_r1/grpo.py``); ``mra`` is VSI-Bench's
+scorer, ``multi_choice_soft`` TW-GRPO's, ``tiou`` the formula of
+algorithms.md (VideoTG-R1).
+
+All types:
+
+* Video-R1 reads the FIRST ``<answer>`` tag (``re.search``); reelrl the LAST.
+  They agree on completions that earn the format reward (exactly one tag).
+* Video-R1 applies the type of the batch's first row to every row
+  (``kwargs['problem_type'][0]``); ``accuracy`` dispatches per row.
+* Video-R1 scores 0 for an unknown type or a gold answer it cannot parse;
+  here both raise (they are data errors).
+* Missing answer tags: 0, as in Video-R1 (its empty answer scores 0 under
+  every type). Evaluation can also read untagged choice answers the way
+  official benchmark scripts do: :func:`reelrl.data.answers.extract_choice`.
+
+Per type (``problem_type`` -> reward):
+
+* ``multiple_choice`` (``choice``): Video-R1 needs the answer to equal the
+  gold string exactly (``"B"``); here :func:`parse_choice` reads the letter,
+  so ``"(B)"``, ``"b"``, ``"B. blue"`` and ``"The answer is B"`` also score 1.
+* ``numerical`` (``numeric``): both round to 2 decimals and compare, as
+  Video-R1. Video-R1 parses the WHOLE answer as one float after removing
+  commas ("3 apples" scores 0) and scores 0 when exactly one of answer and
+  gold contains "." or "," ("3.0" vs "3", "1,000" vs "1000"); here the last
+  number in the answer is read (:func:`parse_number`) and only values count.
+* ``regression``: Video-R1 computes ``(|p - g| + 1e-9) / (|g| + 1e-9)``,
+  clipped to [0, 1], and rewards 1 minus it; here ``|p - g| / |g|`` without
+  the epsilons (an exact answer scores exactly 1, not 1 - 1e-9 / |g|), and a
+  gold of 0 scores 1 for ``|p| <= 1e-6`` (Video-R1: 0 whatever the answer).
+  Numbers are read as for ``numerical``.
+* ``ocr``: identical -- ``clip(1 - WER, 0, 1)``, WER = word Levenshtein
+  distance (whitespace split, case-sensitive) / ``max(1, reference words)``.
+* ``free_form`` (``rouge``): identical -- the ``rouge-score`` package,
+  ``RougeScorer(['rouge1', 'rouge2', 'rougeL'], use_stemmer=True)``, mean of
+  the three F-measures (:func:`rouge_fmeasures`).
+* ``temporal_grounding`` (``tiou``): the algorithms.md formula; a span with
+  end <= start scores 0, which the formula also gives wherever it is defined.
+* ``mra`` (evaluation of regression): VSI-Bench's inclusive thresholds, see
+  :func:`mra_score`.
+* ``multi_choice_soft``: TW-GRPO's ``accuracy_reward`` first tries
+  ``math_verify`` equality, then splits the answer on "," (case-sensitive raw
+  strings) and scores ``|P| / |Q|`` when P is a subset of Q; without tags it
+  reads the whole completion. Here the tag is required and the letters are
+  read by :func:`parse_choices` (case-insensitive; a letter beyond the
+  options scores 0). ``multi_choice`` is TW-GRPO's exact-set
+  ``origin_accuracy_reward``.
+* ``format``: Video-R1 ``re.fullmatch``-es ``<think>.*?</think>\\s*<answer>.*?</answer>``,
+  which rejects surrounding whitespace and accepts extra tags inside the
+  match (``...<answer>b</answer><answer>c</answer>``); here surrounding
+  whitespace is allowed and each of the four tags must occur exactly once
+  (algorithms.md, :func:`reelrl.data.answers.has_format`).
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
+from functools import lru_cache
 from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from reelrl.data.answers import (
     extract_tag,
@@ -46,8 +104,8 @@ __all__ = [
     "REWARDS",
     "RewardFn",
     "word_error_rate",
-    "rouge_f1",
-    "rouge_l_f1",
+    "rouge_fmeasures",
+    "rouge_mean_f1",
     "tiou",
     "relative_error",
     "mra_score",
@@ -129,40 +187,42 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     return _edit_distance(ref, hyp) / max(1, len(ref))
 
 
-def _rouge_tokens(text: str) -> list[str]:
-    """Lower-case, non-alphanumerics to spaces, whitespace split (rouge_score's tokenizer, no stemming)."""
-    return "".join(c if c.isalnum() else " " for c in text.lower()).split()
+@lru_cache(maxsize=1)
+def _rouge_scorer() -> Any:
+    """Video-R1's scorer: ``rouge_scorer.RougeScorer(['rouge1', 'rouge2', 'rougeL'], use_stemmer=True)``."""
+    from rouge_score import rouge_scorer  # imported on first use: it loads nltk's Porter stemmer
+
+    return rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
 
 
-def _f1(overlap: float, n_pred: int, n_ref: int) -> float:
-    p = overlap / max(n_pred, 1)
-    r = overlap / max(n_ref, 1)
-    return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+def rouge_fmeasures(reference: str, prediction: str) -> tuple[float, float, float]:
+    """ROUGE-1, ROUGE-2 and ROUGE-L F-measures from the ``rouge-score`` package, as Video-R1 computes them.
+
+    ``RougeScorer(['rouge1', 'rouge2', 'rougeL'], use_stemmer=True).score(reference, prediction)``.
+    Its tokenizer lower-cases, turns every character outside ``[a-z0-9]`` into a
+    space (accented and non-Latin letters are dropped: "café" -> "caf"), splits
+    on whitespace and Porter-stems tokens longer than 3 characters
+    ("running" -> "run", "cats" -> "cat"); n-gram counts are clipped; ROUGE-L is
+    the sentence-level LCS. A text without tokens scores 0.
+    """
+    scores = _rouge_scorer().score(reference, prediction)
+    return scores["rouge1"].fmeasure, scores["rouge2"].fmeasure, scores["rougeL"].fmeasure
 
 
-def rouge_f1(reference: str, prediction: str, n: int) -> float:
-    """ROUGE-n F1 (clipped n-gram overlap). Texts shorter than n tokens give 0."""
-    ref, pred = _rouge_tokens(reference), _rouge_tokens(prediction)
-    ref_ngrams = Counter(tuple(ref[i : i + n]) for i in range(len(ref) - n + 1))
-    pred_ngrams = Counter(tuple(pred[i : i + n]) for i in range(len(pred) - n + 1))
-    overlap = sum((ref_ngrams & pred_ngrams).values())
-    return _f1(overlap, sum(pred_ngrams.values()), sum(ref_ngrams.values()))
+def rouge_mean_f1(reference: str, prediction: str) -> float:
+    """Video-R1's free-form reward: the mean of the three F-measures of :func:`rouge_fmeasures`.
 
-
-def rouge_l_f1(reference: str, prediction: str) -> float:
-    """ROUGE-L F1: longest common subsequence of tokens."""
-    ref, pred = _rouge_tokens(reference), _rouge_tokens(prediction)
-    prev = [0] * (len(pred) + 1)
-    for x in ref:
-        cur = [0]
-        for j, y in enumerate(pred, start=1):
-            cur.append(prev[j - 1] + 1 if x == y else max(prev[j], cur[j - 1]))
-        prev = cur
-    return _f1(prev[-1], len(pred), len(ref))
+    Video-R1 then clips to [0, 1], which a mean of F-measures already is.
+    """
+    return sum(rouge_fmeasures(reference, prediction)) / 3.0
 
 
 def tiou(pred: tuple[float, float], gold: tuple[float, float]) -> float:
-    """Temporal IoU of two [start, end] spans; a span with end <= start scores 0."""
+    """Temporal IoU ``max(0, min(e, e*) - max(s, s*)) / (max(e, e*) - min(s, s*))`` (algorithms.md).
+
+    A span with end <= start scores 0; the formula gives 0 for such spans too
+    wherever its denominator is not 0.
+    """
     (s, e), (gs, ge) = pred, gold
     if e <= s or ge <= gs:
         return 0.0
@@ -177,19 +237,36 @@ def relative_error(pred: float, gold: float) -> float:
     return abs(pred - gold) / abs(gold)
 
 
-MRA_THRESHOLDS = tuple(round(0.50 + 0.05 * i, 2) for i in range(10))  # 0.50, 0.55, ..., 0.95
+MRA_THRESHOLDS = np.linspace(0.5, 0.95, int((0.95 - 0.5) / 0.05 + 2))  # [10]: 0.50, 0.55, ..., 0.95
+"""VSI-Bench's confidence thresholds, computed as its scorer does (the float64 values of ``np.linspace``)."""
+_MRA_TOLERANCES = 1 - MRA_THRESHOLDS  # [10] float64: 0.5, 0.44999999999999996, ..., 0.050000000000000044
 
 
 def mra_score(pred: float, gold: float) -> float:
-    """Mean relative accuracy: mean over t in 0.50..0.95 of 1[relative error < 1 - t]."""
+    """Mean relative accuracy, VSI-Bench's ``mean_relative_accuracy`` (lmms-eval ``vsibench/utils.py``).
+
+    The reference computes ``abs(pred - gt) / gt <= 1 - np.linspace(0.5, 0.95, 10)``
+    in float64 and averages: a relative error exactly on a threshold is a hit,
+    as far as float64 says it is. With gt = 10: pred 5 or 15 (error 0.5) ->
+    0.1; 9.5 (0.05 <= 0.050000000000000044) -> 1.0; 9 (0.1 <= 0.10000000000000009)
+    -> 0.9; but 8 (0.2 > 1 - 0.8 = 0.19999999999999996) -> 0.6, not 0.7.
+
+    Differences: the error is relative to ``|gt|`` (the reference divides by
+    ``gt``; VSI-Bench's answers are positive), and ``gt == 0`` scores 1 for
+    ``|pred| <= 1e-6`` and 0 otherwise (:func:`relative_error`; the reference
+    divides by zero). Video-R1's ``eval_bench.py`` uses a strict ``<`` in
+    float32 (so 9.5 vs 10 scores 0.9 there); reelrl follows the benchmark's
+    own scorer.
+    """
     err = relative_error(pred, gold)
-    return sum(err < round(1.0 - t, 2) for t in MRA_THRESHOLDS) / len(MRA_THRESHOLDS)
+    return float(np.mean(err <= _MRA_TOLERANCES))
 
 
 # ------------------------------------------------------------------ per-type scoring
 
 
 def _choice(pred: str, gold: str, options: Any) -> float:
+    """Video-R1 ``multiple choice``, with the letter read by :func:`parse_choice` (not exact string equality)."""
     return float(parse_choice(pred, _n_options(options)) == gold.strip().upper())
 
 
@@ -206,12 +283,13 @@ def _multi_choice_soft(pred: str, gold: str, options: Any) -> float:
 
 
 def _numeric(pred: str, gold: str, row: int) -> float:
+    """Video-R1 ``numerical``: equal after ``round(., 2)`` (last number of the answer; see the module docstring)."""
     x = parse_number(pred)
     return 0.0 if x is None else float(round(x, 2) == round(_gold_number(gold, "numeric", row), 2))
 
 
 def _regression(pred: str, gold: str, row: int) -> float:
-    """1 - min(1, relative error); gold 0 means an exact match (within 1e-6) or nothing."""
+    """Video-R1 ``regression``: 1 - min(1, relative error); gold 0: 1 iff |pred| <= 1e-6 (no 1e-9 epsilons)."""
     x = parse_number(pred)
     return 0.0 if x is None else 1.0 - min(1.0, relative_error(x, _gold_number(gold, "regression", row)))
 
@@ -226,7 +304,7 @@ def _ocr(pred: str, gold: str) -> float:
 
 
 def _rouge(pred: str, gold: str) -> float:
-    return (rouge_f1(gold, pred, 1) + rouge_f1(gold, pred, 2) + rouge_l_f1(gold, pred)) / 3.0
+    return rouge_mean_f1(gold, pred)
 
 
 def _gold_span(gold: str, time_span: Any, row: int) -> tuple[float, float]:
@@ -293,7 +371,11 @@ def _per_row(
 
 @REWARDS.register("format")
 def format_reward(completions: list[Any], **columns: Any) -> list[float | None]:
-    """1.0 when the completion is exactly ``<think>...</think> <answer>...</answer>``, else 0.0."""
+    """1.0 when the completion is exactly ``<think>...</think> <answer>...</answer>``, else 0.0.
+
+    One of each tag, whitespace allowed around and between the blocks; Video-R1's
+    ``re.fullmatch`` differs on surrounding whitespace and repeated tags (module docstring).
+    """
     return [float(has_format(_text(c))) for c in completions]
 
 
@@ -350,7 +432,7 @@ def regression_reward(completions: list[Any], **columns: Any) -> list[float | No
 
 @REWARDS.register("mra")
 def mra_reward(completions: list[Any], **columns: Any) -> list[float | None]:
-    """Mean relative accuracy over thresholds 0.50..0.95 (evaluation metric for regression)."""
+    """VSI-Bench mean relative accuracy over thresholds 0.50..0.95 (:func:`mra_score`; inclusive thresholds)."""
     return _per_row("mra", completions, columns, lambda p, g, i, c: _mra(p, g, i))
 
 
@@ -362,7 +444,7 @@ def ocr_reward(completions: list[Any], **columns: Any) -> list[float | None]:
 
 @REWARDS.register("rouge")
 def rouge_reward(completions: list[Any], **columns: Any) -> list[float | None]:
-    """Mean of ROUGE-1, ROUGE-2 and ROUGE-L F1 against the gold text (lower-cased tokens)."""
+    """Video-R1's free-form reward: mean ROUGE-1/2/L F-measure (``rouge-score``, stemmed; :func:`rouge_mean_f1`)."""
     return _per_row("rouge", completions, columns, lambda p, g, i, c: _rouge(p, g))
 
 

@@ -1,24 +1,48 @@
 """Frame sampling and frame sizing for video-language models (pure, no I/O).
 
-The rules follow ``qwen-vl-utils`` (``smart_nframes``, ``smart_resize`` and
-the ``total_pixels`` budget of ``fetch_video``) so that a model post-trained
-with reelrl sees videos exactly as it saw them in pre-training:
+The rules follow ``qwen-vl-utils`` ``vision_process.py`` (``smart_nframes``,
+``smart_resize`` and the pixel budget of ``fetch_video``; versions 0.0.11 to
+0.0.14, which agree on every rule below for Qwen2.5-VL's factor 28) so that a
+model post-trained with reelrl sees videos exactly as it saw them in
+pre-training:
 
-* how many frames: :func:`num_sampled_frames`
-* which frames: :func:`sample_indices` (uniform ``linspace`` over the file)
-* what size: :func:`smart_resize` and :func:`frame_size`
+* how many frames: :func:`num_sampled_frames` (``smart_nframes``)
+* which frames: :func:`sample_indices` (``torch.linspace(0, n - 1, k).round()``)
+* what size: :func:`smart_resize` and :func:`frame_size`, with the per-frame
+  cap of :func:`frame_max_pixels` (``fetch_video``'s ``total_pixels`` budget,
+  applied by default as there)
 * the effective frame rate of the sample: :func:`sampled_fps`, from which the
   temporal RoPE input is ``second_per_grid_ts = frame_factor / sampled_fps``.
 
-Deviations from qwen-vl-utils (all for robustness, none changes a case
-qwen-vl-utils accepts):
+Intended differences from qwen-vl-utils:
 
-* qwen-vl-utils raises when the frame count ends below ``frame_factor`` (a
-  1-frame video) or when ``nframes`` exceeds the frames in the file; here the
-  count is raised to ``frame_factor`` and the uniform sample then repeats
-  frames (duplicate indices), which is what the Qwen processor does to pad
-  the temporal patch anyway.
-* ``fps`` and ``nframes`` may both be set; ``nframes`` wins.
+* Robustness, changing no case qwen-vl-utils accepts: qwen-vl-utils raises
+  when the frame count ends below ``frame_factor`` (a 1-frame video) or when
+  ``nframes`` exceeds the frames in the file; here the count is raised to
+  ``frame_factor`` and the uniform sample then repeats frames (duplicate
+  indices), which is what the Qwen processor does to pad the temporal patch
+  anyway. ``smart_resize`` keeps each side at least ``factor`` in its
+  downscaling branch (as 0.0.11; 0.0.14 dropped that guard).
+* ``fps`` and ``nframes`` may both be set; ``nframes`` wins (qwen-vl-utils
+  asserts that only one is given).
+* The default ``total_pixels`` is qwen-vl-utils' ``int(128000 * 28 * 28 * 0.9)``
+  as a recipe field; the environment variables qwen-vl-utils reads to change
+  it (``VIDEO_MAX_PIXELS`` in 0.0.11, ``MODEL_SEQ_LEN`` in 0.0.14) are not
+  read, so that the resolved config written into the run directory says what
+  was used. ``total_pixels: null`` turns the budget off (not possible there).
+* An explicit ``max_pixels`` above ``768 * 28 * 28`` is honoured (the budget
+  still caps it); qwen-vl-utils clamps it to its constant ``VIDEO_MAX_PIXELS``
+  with a warning. At or below that constant the two rules give the same cap.
+* Defaults are Qwen2.5-VL's (factor 28). qwen-vl-utils 0.0.14 scales the three
+  pixel defaults with the patch factor (``128 / 768 / 128000 * 0.9`` times
+  ``factor ** 2``); for Qwen3-VL (``size_factor: 32``) set ``min_pixels``,
+  ``max_pixels`` and ``total_pixels`` in the recipe.
+* An explicit ``resized_height``/``resized_width`` is only rounded to
+  ``size_factor``; qwen-vl-utils also passes it through ``smart_resize`` with
+  its image bounds (4 * 28 * 28 .. 16384 * 28 * 28 pixels), which changes
+  only sizes whose rounded area is below 56 * 56 or above 3584 * 3584.
+* ``video_start`` / ``video_end`` clipping is not supported: the whole file
+  is sampled.
 """
 
 from __future__ import annotations
@@ -27,10 +51,26 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_ASPECT_RATIO = 200
 """Largest long/short side ratio :func:`smart_resize` accepts (as Qwen)."""
+
+VIDEO_MIN_PIXELS = 128 * 28 * 28
+"""qwen-vl-utils' default fewest pixels per video frame (100352)."""
+
+VIDEO_MAX_PIXELS = 768 * 28 * 28
+"""qwen-vl-utils' default most pixels per video frame (602112)."""
+
+VIDEO_TOTAL_PIXELS = int(128000 * 28 * 28 * 0.9)
+"""qwen-vl-utils' default pixel budget over all frames of a video (90316800).
+
+That is 128000 tokens' worth of 28 x 28 patches, times 0.9: the budget counts
+pixels per temporal patch of ``frame_factor`` frames, so a video stays within
+90316800 / 784 = 115200 visual tokens -- unless the per-frame floor
+``int(min_pixels * 1.05)`` binds, past ~1714 frames with the defaults.
+"""
 
 
 @dataclass(frozen=True)
@@ -58,7 +98,9 @@ class VideoInfo:
 class VideoSampling(BaseModel):
     """How frames are picked from a video and how large they are.
 
-    Defaults are those of qwen-vl-utils for Qwen2.5-VL videos.
+    Defaults are those of qwen-vl-utils for Qwen2.5-VL videos, the
+    ``total_pixels`` budget included (see the module docstring for the
+    differences).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -80,15 +122,15 @@ class VideoSampling(BaseModel):
         ge=1,
         description="Frame counts are multiples of this (the temporal patch size of Qwen).",
     )
-    min_pixels: int = Field(default=128 * 28 * 28, ge=1, description="Fewest pixels per frame.")
-    max_pixels: int = Field(default=768 * 28 * 28, ge=1, description="Most pixels per frame.")
+    min_pixels: int = Field(default=VIDEO_MIN_PIXELS, ge=1, description="Fewest pixels per frame.")
+    max_pixels: int = Field(default=VIDEO_MAX_PIXELS, ge=1, description="Most pixels per frame.")
     total_pixels: int | None = Field(
-        default=None,
+        default=VIDEO_TOTAL_PIXELS,
         ge=1,
         description=(
-            "Pixel budget over all frames: per-frame max_pixels becomes "
-            "min(max_pixels, max(min(max_pixels, total_pixels / nframes * frame_factor), "
-            "int(min_pixels * 1.05)))."
+            "Pixel budget over all frames (qwen-vl-utils' default int(128000 * 28 * 28 * 0.9)): "
+            "per-frame max_pixels becomes min(max_pixels, max(min(max_pixels, total_pixels / nframes "
+            "* frame_factor), int(min_pixels * 1.05))). null: no budget, max_pixels alone."
         ),
     )
     size_factor: int = Field(
@@ -171,16 +213,20 @@ def sample_indices(info: VideoInfo, cfg: VideoSampling) -> np.ndarray:
     """Indices of the frames to decode, uniform over the whole video (Qwen convention).
 
     ``n = num_sampled_frames(info, cfg)`` (see there for the exact count rule), then
-    ``indices = round(linspace(0, info.num_frames - 1, n))`` with numpy rounding
-    (halves to even, as ``torch.round`` in qwen-vl-utils). The first and last
-    frames are always included; indices repeat when ``n > info.num_frames``.
+    qwen-vl-utils' ``torch.linspace(0, info.num_frames - 1, n).round().long()``,
+    computed with torch as there: the linspace is float32 and ``round`` sends
+    halves to even. A float64 linspace would differ by one frame at some
+    indices of videos longer than ~33k frames (33597 frames, n = 256: index 253
+    is 33332.50196 in float64, exactly 33332.5 in float32, so 33333 vs 33332).
+    The first and last frames are always included; indices repeat when
+    ``n > info.num_frames``.
 
     Returns:
         int64 array of shape ``[n]``, non-decreasing, within ``[0, num_frames)``.
     """
     n = num_sampled_frames(info, cfg)
-    idx = np.linspace(0, info.num_frames - 1, n).round().astype(np.int64)  # [n]
-    return idx
+    idx = torch.linspace(0, info.num_frames - 1, n).round().long()  # [n] float32 linspace, as qwen-vl-utils
+    return idx.numpy().astype(np.int64)  # [n]
 
 
 def sampled_fps(indices: np.ndarray, info: VideoInfo) -> float:
@@ -237,10 +283,19 @@ def smart_resize(
 def frame_max_pixels(cfg: VideoSampling, nframes: int) -> int:
     """Per-frame pixel cap after the ``total_pixels`` budget (qwen-vl-utils ``fetch_video``).
 
-    Without ``total_pixels`` it is ``cfg.max_pixels``; with it,
+    With ``total_pixels`` (by default :data:`VIDEO_TOTAL_PIXELS`) it is
     ``min(max_pixels, max(min(max_pixels, total_pixels / nframes * frame_factor),
     int(min_pixels * 1.05)))`` -- the budget is per temporal patch of
     ``frame_factor`` frames, and never pushes a frame below ~``min_pixels``.
+    qwen-vl-utils computes ``max(min(VIDEO_MAX_PIXELS, budget), int(min_pixels
+    * 1.05))`` and then takes the min with a given ``max_pixels``: the same
+    value whenever ``max_pixels <= VIDEO_MAX_PIXELS`` (see the module
+    docstring for larger ones). With ``total_pixels=None`` it is ``max_pixels``.
+
+    With the defaults the cap drops below ``max_pixels`` once ``nframes > 300``
+    (``90316800 / 300 * 2 = 602112``): a 1080p video of 600 sampled frames
+    gets 392 x 728 frames (109200 visual tokens) instead of 560 x 1008 (216000
+    tokens, past Qwen2.5-VL's 128k context). Short samples are unchanged.
     """
     if cfg.total_pixels is None:
         return cfg.max_pixels
