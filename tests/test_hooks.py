@@ -98,7 +98,7 @@ def test_group_filter_hook_uses_rewards_and_accuracy_columns():
               SimpleNamespace(rewards=torch.tensor([0.0, 1.0]), columns={"accuracy": torch.tensor([0.0, 1.0])})]
     host = SimpleNamespace(cfg=SimpleNamespace(seed=0), step_idx=3)
     f = GroupFilter(config_from_dict(_minimal()).rl.group_filter.model_copy(update={"name": "dynamic_sampling"}))
-    assert f(host, groups, 0) == [groups[1]]
+    assert f(host, groups, 0) == [False, True]
     assert f.metrics() == {"filter/kept_frac": 0.5}
     bad = _minimal()
     bad["rl"]["group_filter"]["kwargs"] = {"bogus": 1}
@@ -149,7 +149,7 @@ def test_temporal_contrast_adds_the_rule_to_rewards(recipe_dict, tmp_path, monke
         return out
 
     t.rollout_many = spy
-    groups = t.collect(t.source.next_batch(0))
+    groups, _ = t.collect(t.source.next_batch(0))
     shuffled = [(v, n, g) for v, n, g in made if n == 3]
     assert len(shuffled) == len(groups) == 2
     for g, (view, _, sg) in zip(groups, shuffled):
@@ -174,8 +174,8 @@ def _base_rewards(t: RLTrainer, g) -> torch.Tensor:
 
 def test_token_weights_are_set_detached_and_match_the_formula(recipe_dict, tmp_path, monkeypatch):
     t = _trainer(recipe_dict, tmp_path, loss="tw_grpo", token_weights={"alpha": 1.5}, skip_zero_advantage=False)
-    groups, _ = t.gather()
-    t.advantages(groups)
+    groups, kept, _ = t.gather()
+    t.advantages(groups, kept)
     t.reference_pass(groups)
     with torch.no_grad():
         expected = [tw_grpo_weights_from_logits(t._policy_logp([g], grad=False)[0][1], g.rollout.mask, 1.5, group_size=4)
@@ -183,7 +183,7 @@ def test_token_weights_are_set_detached_and_match_the_formula(recipe_dict, tmp_p
     seen = []
     real = LOSSES.get("tw_grpo")
     monkeypatch.setitem(LOSSES._items, "tw_grpo", lambda batch, **kw: seen.append(batch) or real(batch, **kw))
-    t.update(groups)
+    t.update(groups, kept)
     assert len(seen) == len(groups)
     for batch, w in zip(seen, expected):
         assert batch.token_weights is not None and not batch.token_weights.requires_grad
@@ -250,7 +250,7 @@ def test_group_filter_refills_from_more_batches(recipe_dict, tmp_path, monkeypat
 
     monkeypatch.setattr(t, "score", index_rewards)
     monkeypatch.setattr(t.hooks, "after_score", lambda host, groups: groups)
-    kept, seen = t.gather()
+    kept, _, seen = t.gather()
     assert sorted(g.index for g in kept) == [0, 4]  # one epoch of the 8 rows holds both
     assert len(seen) > 2 and [g.key for g in seen] == [(k,) for k in range(len(seen))]  # distinct seeds
 
@@ -258,7 +258,7 @@ def test_group_filter_refills_from_more_batches(recipe_dict, tmp_path, monkeypat
 def test_overlong_filter_and_shaping_in_a_step(recipe_dict, tmp_path):
     t = _trainer(recipe_dict, tmp_path, overlong_filter=True,
                  reward_shaping=[{"name": "overlong_penalty", "kwargs": {"cache_len": 2}}])
-    groups = t.collect(t.source.next_batch(0))
+    groups, _ = t.collect(t.source.next_batch(0))
     for g in groups:
         cut = g.rollout.truncated
         assert torch.equal(g.seq_keep, (~cut).float())
@@ -295,7 +295,7 @@ def test_resume_is_exact_with_a_stateful_row_source_and_augment(recipe_dict, tmp
     mb = [json.loads(x) for x in open(tmp_path / "part" / "0-rl" / "metrics.jsonl")]
     assert [m["reward/mean"] for m in ma] == [m["reward/mean"] for m in mb]
     state = torch.load(sorted((tmp_path / "part" / "0-rl").glob("checkpoint-*"))[-1] / "trainer_state.pt",
-                       weights_only=False)["sampler"]
+                       weights_only=False)["data"]
     assert state["source"]["kind"] == "filter_all_correct" and len(state["hooks"]["augment"][0]["buffer"]["buffer"]) == 3
 
 
@@ -305,9 +305,9 @@ def test_batched_update_gives_the_gradients_of_one_group_per_pass(recipe_dict, t
     monkeypatch.setitem(reward_functions.REWARDS._items, "accuracy", _odd_length_accuracy)
     t = _trainer(recipe_dict, tmp_path, loss=loss, mini_batches=2, prompts_per_step=4, max_new_tokens=12,
                  rewards=[{"name": "accuracy"}], **extra)
-    groups, _ = t.gather()
+    groups, kept, _ = t.gather()
     assert len(groups) == 4 and len({g.prompt.length for g in groups}) > 1  # left padding is exercised
-    t.advantages(groups)
+    t.advantages(groups, kept)
     groups[1].advantages = torch.zeros_like(groups[1].advantages)  # a group the update may leave out
     t.reference_pass(groups)
     start = {k: v.clone() for k, v in t.vlm.model.state_dict().items()}
@@ -326,7 +326,7 @@ def test_batched_update_gives_the_gradients_of_one_group_per_pass(recipe_dict, t
         t.opt.load_state_dict(copy.deepcopy(opt_state))
         t.rl.update_batch, t.rl.skip_zero_advantage = size, skip
         grads.append([])
-        skipped.append(t.update(groups)["batch/skipped_groups"])
+        skipped.append(t.update(groups, kept)["batch/skipped_groups"])
     assert skipped == [0, 1]
     one, many = grads
     assert len(one) == len(many) == 2  # two mini-batches, two optimizer steps
@@ -337,7 +337,7 @@ def test_batched_update_gives_the_gradients_of_one_group_per_pass(recipe_dict, t
 
 def test_batched_reference_logprobs_equal_per_group(recipe_dict, tmp_path):
     t = _trainer(recipe_dict, tmp_path, prompts_per_step=3)
-    groups, _ = t.gather()
+    groups, _, _ = t.gather()
     copy_model, _ = load_model_and_processor(recipe_dict["model"]["path"])
     with torch.no_grad():  # a reference that differs from the policy, so a mix-up would show
         for p in copy_model.parameters():

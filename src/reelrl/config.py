@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from reelrl.dist.parallel import ParallelConfig
 from reelrl.video.sample import VideoSampling
 
 
@@ -386,6 +387,11 @@ class RecipeConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    parallel: ParallelConfig = Field(
+        default_factory=ParallelConfig,
+        description="Processes and sharding (reelrl.dist.parallel): data-parallel / sequence-parallel degrees, "
+        "FSDP2; launch with `reelrl train RECIPE --nproc N` or torchrun.",
+    )
 
     @field_validator("stages")
     @classmethod

@@ -29,6 +29,7 @@ from rich.table import Table
 from reelrl.config import RecipeConfig, read_recipe, save_config
 from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import VideoRow, load_jsonl
+from reelrl.dist.parallel import ParallelDims, init_parallel
 from reelrl.eval.runner import evaluate, print_eval
 from reelrl.models.load import apply_lora, freeze_vision_tower, load_model_and_processor
 from reelrl.models.vlm import VLM
@@ -53,12 +54,6 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeC
     loaded or built (see :func:`reelrl.train.catalog.check_recipe`).
     """
     return check_recipe(read_recipe(path, overrides))
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def prepare_data(cfg: RecipeConfig) -> None:
@@ -116,16 +111,24 @@ def load_rows(cfg: RecipeConfig, split: str) -> list[VideoRow]:
 
 
 class Pipeline:
-    """Holds the current model between stages and runs each stage."""
+    """Holds the current model between stages and runs each stage.
 
-    def __init__(self, cfg: RecipeConfig, model_path: str | None = None) -> None:
+    Every process of a distributed run builds one (``torchrun ... -m reelrl
+    train``); the process layout comes from :func:`reelrl.dist.parallel.init_parallel`
+    and reaches the trainers as one :class:`ParallelDims`. Rank 0 alone writes
+    the config, the gym and tiny model (the others wait), logs, summaries,
+    ``done.json`` files and final models.
+    """
+
+    def __init__(self, cfg: RecipeConfig, model_path: str | None = None, dims: ParallelDims | None = None) -> None:
         self.cfg = check_recipe(cfg)
+        self.dims = dims if dims is not None else init_parallel(cfg.parallel, cfg.device)
         self.run_dir = cfg.run_dir()
-        self.device = resolve_device(cfg.device)
+        self.device = self.dims.device
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         self.model_path = model_path or cfg.model.path
-        self.console = Console()
+        self.console = Console(quiet=not self.dims.is_main)
 
     # ----------------------------------------------------------------- model
     def load(self, for_training: bool) -> tuple[VLM, object]:
@@ -148,11 +151,13 @@ class Pipeline:
 
     # ---------------------------------------------------------------- stages
     def run(self, resume: bool = False, stop_after: int | None = None) -> dict:
-        cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, self.run_dir / "config.yaml")
-        prepare_data(cfg)
-        prepare_model(cfg)
+        cfg, dims = self.cfg, self.dims
+        if dims.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+            prepare_data(cfg)
+            prepare_model(cfg)
+        dims.barrier()
         results: list[dict] = []
         history: list[str] = []
         for i, kind in enumerate(cfg.stages):
@@ -169,7 +174,9 @@ class Pipeline:
                        else self.stage_train(kind, stage_dir, resume, stop_after))
                 if res is None:  # interrupted on purpose (stop_after)
                     return {"interrupted": True, "stage": i}
-                done.write_text(json.dumps(res, indent=2))
+                if dims.is_main:
+                    done.write_text(json.dumps(res, indent=2))
+                dims.barrier()
             if kind in STAGE_LABEL:
                 history.append(STAGE_LABEL[kind])
                 self.model_path = str(stage_dir / "model")
@@ -181,7 +188,7 @@ class Pipeline:
     def _logger(self, stage_dir: Path) -> MetricsLogger:
         lg = self.cfg.logging
         return MetricsLogger(stage_dir, tensorboard=lg.tensorboard, wandb=lg.wandb, project=lg.wandb_project,
-                             config=self.cfg.model_dump(mode="json"))
+                             config=self.cfg.model_dump(mode="json"), enabled=self.dims.is_main)
 
     def _reference(self, vlm: VLM) -> ReferencePolicy:
         """The frozen reference: the policy with LoRA disabled, or a frozen copy of the stage's start model."""
@@ -197,7 +204,7 @@ class Pipeline:
         vlm, processor = self.load(for_training=True)
         reference = self._reference(vlm) if trainer_cls.needs_reference(self.cfg) else None
         trainer = trainer_cls(self.cfg, vlm, processor.tokenizer, self.encoder(processor), load_rows(self.cfg, "train"),
-                              stage_dir, reference)
+                              stage_dir, reference, dims=self.dims)
         return fit(trainer, processor, self._logger(stage_dir), self.cfg.checkpoint, progress=self.cfg.logging.progress,
                    resume=resume, stop_after=stop_after)
 
@@ -210,10 +217,12 @@ class Pipeline:
         encoder = self.encoder(processor)
         try:
             res = evaluate(vlm, processor.tokenizer, encoder, rows, sampling, specs, stage_dir,
-                           self.cfg.logging.progress, title=f"eval ({label})", batch_size=self.cfg.eval.batch_size)
+                           self.cfg.logging.progress, title=f"eval ({label})", batch_size=self.cfg.eval.batch_size,
+                           dims=self.dims)
         finally:
             encoder.close()
-        print_eval(res, f"{self.cfg.eval.split} accuracy after {label}", self.chance())
+        if self.dims.is_main:
+            print_eval(res, f"{self.cfg.eval.split} accuracy after {label}", self.chance())
         return res
 
     # --------------------------------------------------------------- summary
@@ -239,6 +248,8 @@ class Pipeline:
                          "claim_correct": r.get("claim_correct"),
                          "per_task": {t: v["accuracy"] for t, v in r["per_task"].items()}})
         summary = {"recipe": self.cfg.name, "seed": self.cfg.seed, "split": self.cfg.eval.split, "rows": rows}
+        if not self.dims.is_main:
+            return summary
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         if rows:
             self._print_summary(summary)

@@ -13,6 +13,7 @@ from rich.table import Table
 from reelrl.data.answers import extract_choice, extract_tag, final_claim, normalised_answer
 from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import VideoRow
+from reelrl.dist.parallel import ParallelDims
 from reelrl.models.vlm import VLM
 from reelrl.monitor.progress import progress_bar
 from reelrl.rewards import RewardSpec, compute_rewards
@@ -31,34 +32,40 @@ def evaluate(
     progress: bool = True,
     title: str = "eval",
     batch_size: int = 32,
+    dims: ParallelDims | None = None,
 ) -> dict:
     """Greedy-decode every row, ``batch_size`` rows per decode batch.
 
     Scored with ``accuracy`` (strict), ``accuracy_benchmark`` (official
     benchmark answer extraction), ``format`` and the recipe's rewards; see
-    :func:`score_samples` for the keys of the returned summary.
+    :func:`score_samples` for the keys of the returned summary. Under data
+    parallelism each rank decodes every dp-th row; the samples are gathered
+    in row order, every rank returns the same summary and rank 0 writes the files.
     """
+    dims = dims if dims is not None else ParallelDims()
     vlm.model.eval()
     greedy = SamplingParams(**{**sampling.__dict__, "temperature": 0.0})
-    samples = []
-    with progress_bar(title, len(rows), progress) as bar:
-        for s in range(0, len(rows), batch_size):
+    mine = dims.share(list(enumerate(rows)))
+    local: list[tuple[int, VideoRow, str, int]] = []
+    with progress_bar(title, len(mine), progress and dims.is_main) as bar:
+        for s in range(0, len(mine), batch_size):
             batch, prefills = [], []
-            for row in rows[s : s + batch_size]:
+            for i, row in mine[s : s + batch_size]:
                 prompt = encoder.try_encode(row)
                 bar.advance()
                 if prompt is not None:
-                    batch.append(row)
+                    batch.append((i, row))
                     prefills.append(prefill_group(vlm, prompt, 1, vlm.encode_vision(prompt)))
             if not prefills:
                 continue
-            for row, ro in zip(batch, decode_groups(vlm, prefills, greedy)):
+            for (i, row), ro in zip(batch, decode_groups(vlm, prefills, greedy)):
                 text = tokenizer.decode(ro.tokens[0, : int(ro.lengths[0])], skip_special_tokens=True)
-                samples.append((row, text, int(ro.lengths[0])))
+                local.append((i, row, text, int(ro.lengths[0])))
+    samples = [(row, text, n) for _, row, text, n in sorted(x for part in dims.gather(local) for x in part)]
     if not samples:
-        raise RuntimeError(f"{title}: no readable rows ({len(encoder.skipped)} skipped)")
+        raise RuntimeError(f"{title}: no readable rows ({int(dims.sum(len(encoder.skipped)))} skipped)")
     result, records = score_samples(samples, reward_specs, skipped=len(rows) - len(samples))
-    if out_dir is not None:
+    if out_dir is not None and dims.is_main:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "eval.json").write_text(json.dumps(result, indent=2))

@@ -15,17 +15,21 @@ class MetricsLogger:
     """Writes each step's scalars to ``metrics.jsonl`` and TensorBoard (and wandb when asked)."""
 
     def __init__(self, run_dir: Path, *, tensorboard: bool = True, wandb: bool = False, project: str = "reelrl",
-                 config: dict | None = None, prefix: str = "") -> None:
+                 config: dict | None = None, prefix: str = "", enabled: bool = True) -> None:
+        """``enabled=False`` (every rank but 0 of a distributed run) writes nothing at all."""
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.prefix = prefix
-        self._jsonl = (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8")
+        self._jsonl = None
         self._tb = None
+        self._wandb = None
+        if not enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"))
-        self._wandb = None
         if wandb:
             try:
                 import wandb as _wandb
@@ -35,6 +39,8 @@ class MetricsLogger:
                 self._wandb = _wandb.init(project=project, dir=str(self.run_dir), config=config or {})
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
+        if self._jsonl is None:
+            return
         clean = {f"{self.prefix}{k}": (float(v) if isinstance(v, (int, float)) else v) for k, v in metrics.items()}
         self._jsonl.write(json.dumps({"step": step, "time": time.time(), **clean}) + "\n")
         self._jsonl.flush()
@@ -48,7 +54,10 @@ class MetricsLogger:
             self._wandb.log(clean, step=step)
 
     def close(self) -> None:
+        if self._jsonl is None:
+            return
         self._jsonl.close()
+        self._jsonl = None
         if self._tb is not None:
             self._tb.close()
         if self._wandb is not None:

@@ -188,7 +188,8 @@ class DifficultyAware(Hook):
     def after_score(self, host: HookHost, groups: list[Group]) -> list[Group]:
         means = [float(g.rewards.mean()) for g in groups]
         gaps = [self.buffer.gap(m) for m in means]
-        self.buffer.observe(means)
+        every = sorted(x for part in host.dims.gather([(g.key, m) for g, m in zip(groups, means)]) for x in part)
+        self.buffer.observe([m for _, m in every])  # the whole step's groups, in step order, on every rank
         requests, slots = [], []  # augmented views, rolled out in one decode batch
         for i, (g, gap) in enumerate(zip(groups, gaps)):
             rand = rng(host.cfg.seed, host.step_idx, g.index, TAG_DIFFICULTY, *g.key)

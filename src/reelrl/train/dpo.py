@@ -19,6 +19,12 @@ The stage runs in two phases:
    :data:`reelrl.algos.PAIR_LOSSES` (``dpo.loss``) with the global pair count
    as normaliser. A stage that finds no pair trains nothing and saves the
    model unchanged (``dpo/pairs`` = 0 in its result).
+
+Data parallelism: each rank rolls out every dp-th sampled prompt (the sampling
+seed depends on the prompt's place in the sample, not on the rank) and the
+pairs are gathered in that order, so every rank holds the pairs of a
+one-process run (rank 0 writes them); each DPO step's pairs are shared out the
+same way and the gradients summed.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from reelrl.config import RecipeConfig
 from reelrl.data.curriculum import UniformSource
 from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import VideoRow
+from reelrl.dist.parallel import ParallelDims
 from reelrl.models.vlm import VLM, EncodedPrompt, token_logprobs
 from reelrl.monitor.progress import progress_bar
 from reelrl.rewards import RewardSpec, compute_rewards
@@ -77,8 +84,9 @@ class DPOTrainer(StageTrainer):
         rows: list[VideoRow],
         stage_dir: Path,
         reference: ReferencePolicy | None = None,
+        dims: ParallelDims | None = None,
     ) -> None:
-        super().__init__(cfg, vlm, encoder, stage_dir)
+        super().__init__(cfg, vlm, encoder, stage_dir, dims)
         if reference is None:
             raise ValueError("the DPO stage needs a reference policy")
         self.d, self.tok, self.rows = cfg.dpo, tokenizer, rows
@@ -98,12 +106,15 @@ class DPOTrainer(StageTrainer):
         path = self.stage_dir / "pairs.pt"
         if path.is_file():
             return torch.load(path, weights_only=False)
-        pairs = self.collect_pairs()
-        self.stage_dir.mkdir(parents=True, exist_ok=True)
-        torch.save(pairs, path)
-        with (self.stage_dir / "pairs.jsonl").open("w", encoding="utf-8") as f:
-            for p in pairs:
-                f.write(json.dumps({k: p[k] for k in ("row_id", "reason", "chosen_text", "rejected_text")}) + "\n")
+        pairs = [p for _, p in sorted((x for part in self.dims.gather(self.collect_pairs()) for x in part),
+                                      key=lambda x: x[0])]
+        if self.dims.is_main:
+            self.stage_dir.mkdir(parents=True, exist_ok=True)
+            torch.save(pairs, path)
+            with (self.stage_dir / "pairs.jsonl").open("w", encoding="utf-8") as f:
+                for p in pairs:
+                    f.write(json.dumps({k: p[k] for k in ("row_id", "reason", "chosen_text", "rejected_text")}) + "\n")
+        self.dims.barrier()
         return pairs
 
     def _sampling(self) -> SamplingParams:
@@ -115,17 +126,21 @@ class DPOTrainer(StageTrainer):
             return self.vlm.encode_vision(prompt)
 
     @torch.no_grad()
-    def collect_pairs(self) -> list[dict]:
-        """Roll out, verify and pair (module docstring); each pair holds tokens and reference log-probs."""
+    def collect_pairs(self) -> list[tuple[tuple[int, int], dict]]:
+        """Roll out, verify and pair this rank's share of the prompts (module docstring).
+
+        Returns ``((prompt place, pair number), pair)``; each pair holds tokens and reference log-probs.
+        """
         d, v = self.d, self.d.verifier
         judge = Judge(v.judge_path, self.vlm.device) if v.judge_path else None
         sampling = self._sampling()
         spec = [RewardSpec(v.accuracy_reward, 1.0)]
         order = rng(self.cfg.seed, TAG_DPO).permutation(len(self.rows))[: d.prompts]
         self.vlm.model.eval()
-        pairs: list[dict] = []
-        with progress_bar("DPO pairs", len(order), self.cfg.logging.progress) as bar:
-            for k, i in enumerate(order):
+        pairs: list[tuple[tuple[int, int], dict]] = []
+        mine = self.dims.share(list(enumerate(order)))
+        with progress_bar("DPO pairs", len(mine), self.cfg.logging.progress and self.dims.is_main) as bar:
+            for k, i in mine:
                 bar.advance()
                 row = self.rows[int(i)]
                 prompt = self.encoder.try_encode(row)
@@ -149,11 +164,11 @@ class DPOTrainer(StageTrainer):
                     tokens, mask = pad_pair(seqs[p.chosen], rejected, self.pad_id, self.vlm.device)  # [2, T]
                     ref = self.reference.token_logprobs(prompt, tokens, vision, 1.0, self.cfg.rl.share_prefix,
                                                         not self.vision_trainable)  # [2, T]
-                    pairs.append({
+                    pairs.append(((k, len(pairs)), {
                         "row": int(i), "row_id": row.id, "reason": p.reason, "chosen": seqs[p.chosen],
                         "rejected": rejected, "chosen_text": texts[p.chosen], "rejected_text": rejected_text,
                         "ref_logp": sequence_logp(ref, mask).cpu(),  # [2]
-                    })
+                    }))
         return pairs
 
     # ------------------------------------------------------------------ DPO
@@ -176,13 +191,14 @@ class DPOTrainer(StageTrainer):
         batch = self.data.next_batch(self.step_idx)
         sums: Counter = Counter()
         with self.timer("update"):
-            for j in batch:
+            for j in self.dims.share(batch):
                 out = self._loss(self.pairs[j], float(len(batch)))
                 self.check_finite(out.loss, f"on pair {j}")
                 out.loss.backward()
                 for k, val in out.metrics.items():  # losses are already divided by the batch's pair count
                     sums[k] += val if k.endswith("_loss") else val / len(batch)
             norm = self.optimizer_step()
+        sums = self.dims.sum_metrics(dict(sums))
         return {**{f"dpo/{k}": float(v) for k, v in sums.items()}, **self.pair_counts, "grad_norm": norm,
                 "lr": self.sched.get_last_lr()[0], **self.timer.pop()}
 

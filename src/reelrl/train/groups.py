@@ -1,4 +1,5 @@
-"""What one RL step works on: a prompt view (what gets encoded) and a group (its G completions)."""
+"""What one RL step works on: a prompt view (what gets encoded), a group (its G completions), and the
+statistics of a group that every data-parallel rank sees (:class:`GroupStats`)."""
 
 from __future__ import annotations
 
@@ -88,3 +89,34 @@ class Group:
         """Completion mask [G, T] times the per-completion keep weights."""
         m = self.rollout.mask  # [G, T]
         return m if self.seq_keep is None else m * self.seq_keep.to(m.device)[:, None]  # [G, T]
+
+
+@dataclass(frozen=True)
+class GroupStats:
+    """One group's scores as every rank sees them: the rank that rolled it out holds the tokens, the others this.
+
+    Gathered over the data-parallel ranks after scoring (in ``key`` order, which
+    is the one-process order of the step's groups), so row sources, group
+    filters, advantages over the batch, loss normalisers and metrics see the
+    whole step on every rank.
+    """
+
+    key: tuple[int, ...]  # the group's rollout seed key: its place in the step
+    index: int  # row index
+    rewards: Tensor  # [G]
+    lengths: Tensor  # [G]
+    truncated: Tensor  # [G] bool
+    columns: dict[str, Tensor]  # per-reward values [G]
+    tokens: float  # completion tokens that carry loss (loss-mask sum)
+
+    @classmethod
+    def of(cls, g: Group) -> "GroupStats":
+        return cls(
+            key=g.key,
+            index=g.index,
+            rewards=g.rewards.detach().cpu(),  # [G]
+            lengths=g.rollout.lengths.cpu(),  # [G]
+            truncated=g.rollout.truncated.cpu(),  # [G]
+            columns={k: v.detach().cpu() for k, v in g.columns.items()},
+            tokens=float(g.loss_mask.sum()),
+        )

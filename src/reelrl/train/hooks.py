@@ -27,7 +27,7 @@ methods: ``rollout_many([(view, index, key, n), ...])`` (one decode batch;
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -50,8 +50,9 @@ from reelrl.config import (
 )
 from reelrl.data.curriculum import RowSource
 from reelrl.data.schema import VideoRow
+from reelrl.dist.parallel import ParallelDims
 from reelrl.seeding import rng, seed_of
-from reelrl.train.groups import Group, PromptView
+from reelrl.train.groups import Group, GroupStats, PromptView
 from reelrl.video.transforms import shuffle_frames
 
 # Tags that separate the random streams of the hooks (seed keys [seed, step, row, TAG]).
@@ -72,6 +73,7 @@ class HookHost(Protocol):
     rows: list[VideoRow]
     source: RowSource
     encoder: Any
+    dims: ParallelDims  # gather per-group values over the data-parallel ranks with dims.gather
 
     def rollout(self, view: PromptView, index: int, key: tuple[int, ...], n: int | None = None) -> Group | None: ...
 
@@ -102,7 +104,7 @@ class Hook:
         del state
 
 
-def _stack(groups: list[Group], get: Callable[[Group], Tensor]) -> Tensor:
+def _stack(groups: Sequence[Any], get: Callable[[Any], Tensor]) -> Tensor:
     return torch.stack([get(g).detach().float().cpu() for g in groups])  # [B, G]
 
 
@@ -199,20 +201,26 @@ class OverlongFilter(Hook):
 
 
 class GroupFilter:
-    """Applies ``rl.group_filter`` (reelrl.algos.GROUP_FILTERS) to the groups of one generation batch."""
+    """Applies ``rl.group_filter`` (reelrl.algos.GROUP_FILTERS) to the groups of one generation batch.
+
+    It sees every group of the batch (the statistics gathered from every
+    data-parallel rank, in step order), so its decisions and random draws are
+    those of a one-process run; each rank then keeps its own kept groups.
+    """
 
     def __init__(self, cfg: GroupFilterConfig) -> None:
         self.cfg = cfg
         self.seen, self.kept = 0, 0
 
-    def __call__(self, host: HookHost, groups: list[Group], round_idx: int) -> list[Group]:
-        rewards = _stack(groups, lambda g: g.rewards)  # [B, G]
-        accuracy = _stack(groups, lambda g: g.columns["accuracy"])  # [B, G]
+    def __call__(self, host: HookHost, stats: Sequence[GroupStats], round_idx: int) -> list[bool]:
+        """Keep flags, one per group of ``stats``."""
+        rewards = _stack(stats, lambda g: g.rewards)  # [B, G]
+        accuracy = _stack(stats, lambda g: g.columns["accuracy"])  # [B, G]
         gen = torch.Generator().manual_seed(seed_of(host.cfg.seed, host.step_idx, round_idx, TAG_FILTER))
         keep = GROUP_FILTERS.get(self.cfg.name)(rewards, accuracy, generator=gen, **self.cfg.kwargs)  # [B]
-        self.seen += len(groups)
+        self.seen += len(stats)
         self.kept += int(keep.sum())
-        return [g for g, k in zip(groups, keep.tolist()) if k]
+        return [bool(k) for k in keep.tolist()]
 
     def metrics(self) -> dict[str, float]:
         out = {"filter/kept_frac": self.kept / self.seen} if self.seen else {}

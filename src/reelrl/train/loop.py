@@ -24,6 +24,7 @@ import torch
 
 from reelrl.config import CheckpointConfig, OptimConfig, RecipeConfig
 from reelrl.data.prompts import PromptEncoder
+from reelrl.dist.parallel import ParallelDims
 from reelrl.models.vlm import VLM
 from reelrl.monitor.metrics import MetricsLogger, Timer
 from reelrl.monitor.progress import progress_bar
@@ -58,8 +59,11 @@ class StageTrainer:
         """Whether the stage needs the frozen reference policy (built by the pipeline and passed in)."""
         return False
 
-    def __init__(self, cfg: RecipeConfig, vlm: VLM, encoder: PromptEncoder, stage_dir: Path) -> None:
+    def __init__(
+        self, cfg: RecipeConfig, vlm: VLM, encoder: PromptEncoder, stage_dir: Path, dims: ParallelDims | None = None
+    ) -> None:
         self.cfg, self.vlm, self.encoder = cfg, vlm, encoder
+        self.dims = dims if dims is not None else ParallelDims()
         self.stage_dir = Path(stage_dir)
         self.params = [p for p in vlm.wrapped.parameters() if p.requires_grad]
         self.timer = Timer()
@@ -74,7 +78,11 @@ class StageTrainer:
         self.sched = make_scheduler(self.opt, max(1, total_updates), optim)
 
     def optimizer_step(self) -> float:
-        """Clip the gradient, step the optimizer and the schedule, clear the gradient; returns the norm before clipping."""
+        """Reduce the gradient over the ranks, clip it, step the optimizer and the schedule, clear the gradient.
+
+        Returns the global gradient norm before clipping (the same on every rank).
+        """
+        self.dims.reduce_gradients(self.params)
         norm = clip_and_norm(self.params, self.grad_clip)
         self.opt.step()
         self.sched.step()
@@ -98,6 +106,10 @@ class StageTrainer:
         """What the stage adds to its ``done.json`` besides the step count and last metrics."""
         return {}
 
+    def skipped_videos(self) -> int:
+        """Rows whose video could not be read, over every rank."""
+        return int(self.dims.sum(len(self.encoder.skipped)))
+
 
 def fit(
     trainer: StageTrainer,
@@ -109,20 +121,25 @@ def fit(
     resume: bool = False,
     stop_after: int | None = None,
 ) -> dict[str, Any] | None:
-    """Run ``trainer`` to its last step (module docstring); None when ``stop_after`` stopped it first."""
-    stage_dir, model = trainer.stage_dir, trainer.vlm.wrapped
+    """Run ``trainer`` to its last step (module docstring); None when ``stop_after`` stopped it first.
+
+    Every rank runs it; only rank 0 shows progress (``logger`` is a disabled
+    one on the other ranks), and checkpoints are written by all ranks together.
+    """
+    stage_dir, model, dims = trainer.stage_dir, trainer.vlm.wrapped, trainer.dims
     found = list_checkpoints(stage_dir)
     if found and not resume:
         raise FileExistsError(f"{stage_dir} holds checkpoints of an earlier run; pass --resume or change output_dir")
     if found:
-        trainer.step_idx = load_checkpoint(found[-1], model, trainer.opt, trainer.sched, trainer.data)["step"]
+        trainer.step_idx = load_checkpoint(found[-1], model, trainer.opt, trainer.sched, trainer.data, dims)["step"]
 
     def save() -> None:
-        save_checkpoint(stage_dir, trainer.step_idx, model, trainer.opt, trainer.sched, trainer.data, checkpoint.keep)
+        save_checkpoint(stage_dir, trainer.step_idx, model, trainer.opt, trainer.sched, trainer.data, checkpoint.keep,
+                        dims)
 
     last: dict[str, float] = {}
     try:
-        with progress_bar(trainer.title, trainer.total_steps, progress, start=trainer.step_idx) as bar:
+        with progress_bar(trainer.title, trainer.total_steps, progress and dims.is_main, start=trainer.step_idx) as bar:
             while trainer.step_idx < trainer.total_steps and (stop_after is None or stop_after > 0):
                 last = trainer.train_step()
                 trainer.step_idx += 1
@@ -138,5 +155,5 @@ def fit(
     if trainer.step_idx < trainer.total_steps:
         save()
         return None
-    save_final_model(model, processor, stage_dir / "model")
-    return {"steps": trainer.step_idx, "last": last, "skipped_videos": len(trainer.encoder.skipped), **trainer.result()}
+    save_final_model(model, processor, stage_dir / "model", dims)
+    return {"steps": trainer.step_idx, "last": last, "skipped_videos": trainer.skipped_videos(), **trainer.result()}

@@ -15,7 +15,7 @@ from reelrl.config import RecipeConfig
 from reelrl.data.curriculum import ROW_SOURCES, RowSource
 from reelrl.data.schema import VideoRow
 from reelrl.train.augments import AUGMENTS
-from reelrl.train.groups import Group, PromptView
+from reelrl.train.groups import Group, GroupStats, PromptView
 from reelrl.train.hooks import (
     GroupFilter,
     Hook,
@@ -71,8 +71,9 @@ class Hooks:
             groups = h.after_score(host, groups)
         return groups
 
-    def keep(self, host: HookHost, groups: list[Group], round_idx: int) -> list[Group]:
-        return groups if self.group_filter is None else self.group_filter(host, groups, round_idx)
+    def keep(self, host: HookHost, stats: list[GroupStats], round_idx: int) -> list[bool]:
+        """Which groups of a generation batch (all ranks', in step order) train."""
+        return [True] * len(stats) if self.group_filter is None else self.group_filter(host, stats, round_idx)
 
     def metrics(self) -> dict[str, float]:
         out: dict[str, float] = {}

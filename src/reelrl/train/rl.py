@@ -17,6 +17,16 @@ through hooks (:mod:`reelrl.train.hooks`: ``rl.row_source``, ``rl.augment``,
    reusing the cached video embeddings (``logprob``);
 5. policy loss per group (with token weights when configured), summed over
    groups with global normalisers, one optimizer step per mini-batch (``update``).
+
+Data parallelism (``self.dims``, :class:`reelrl.dist.parallel.ParallelDims`):
+every rank draws the same rows; each rolls out, scores and trains on every
+dp-th prompt of the step. A group's sampling seed depends on its place in the
+step, not on the rank, so its tokens are those of a one-process run. After
+scoring, the groups' statistics (:class:`~reelrl.train.groups.GroupStats`) are
+gathered in step order, so the row source, the group filter and its refills,
+the advantage estimator, the loss normalisers and the metrics see the whole
+step on every rank; the gradients are summed over the ranks before the
+optimizer step. With one process every collective is the identity.
 """
 
 from __future__ import annotations
@@ -32,13 +42,14 @@ from reelrl.algos import ADVANTAGES, LOSSES, PolicyBatch
 from reelrl.config import RecipeConfig
 from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import VideoRow
+from reelrl.dist.parallel import ParallelDims
 from reelrl.models.embed_cache import VideoEmbeddingCache
 from reelrl.models.vlm import VLM, EncodedPrompt, token_entropy, token_logprobs
 from reelrl.rewards import RewardSpec, compute_rewards
 from reelrl.rollout.hf import decode_groups, make_generators, prefill_group
 from reelrl.seeding import seed_of
 from reelrl.train.catalog import resolved_beta
-from reelrl.train.groups import Group, PromptView
+from reelrl.train.groups import Group, GroupStats, PromptView
 from reelrl.train.hooks import RolloutRequest
 from reelrl.train.loop import StageTrainer
 from reelrl.train.method import DataState, Hooks, build_row_source
@@ -66,8 +77,9 @@ class RLTrainer(StageTrainer):
         rows: list[VideoRow],
         stage_dir: Path,
         reference: ReferencePolicy | None = None,
+        dims: ParallelDims | None = None,
     ) -> None:
-        super().__init__(cfg, vlm, encoder, stage_dir)
+        super().__init__(cfg, vlm, encoder, stage_dir, dims)
         self.rl, self.tok, self.rows = cfg.rl, tokenizer, rows
         self.beta = resolved_beta(cfg.rl)
         self.reference = reference
@@ -130,36 +142,49 @@ class RLTrainer(StageTrainer):
             out[j] = Group(view.row, prompt, vision, ro, texts, index=index, key=key, view=view)
         return out
 
-    def collect(self, indices: list[int]) -> list[Group]:
-        """Roll out and score the rows ``indices``, run the after-score hooks, and tell the row source."""
+    def collect(self, indices: list[int]) -> tuple[list[Group], list[GroupStats]]:
+        """Roll out and score this rank's share of the rows ``indices``, run the after-score hooks, tell the row source.
+
+        Returns this rank's groups and every rank's group statistics, in step order.
+        """
         self.vlm.model.eval()
-        views = [self.hooks.view(self, i) for i in indices]
+        mine = self.dims.share(range(len(indices)))  # places in the step this rank rolls out
+        views = [self.hooks.view(self, indices[k]) for k in mine]
         if self.rl.prefetch:
             for view in views:  # row b+1 decodes while row b is encoded and prefilled
                 view.prefetch(self.encoder)
-        requests = [(view, i, (self._draws + k,), None) for k, (i, view) in enumerate(zip(indices, views))]
-        self._draws += len(requests)
+        requests = [(view, indices[k], (self._draws + k,), None) for k, view in zip(mine, views)]
+        self._draws += len(indices)
         groups = [g for g in self.rollout_many(requests) if g is not None]
-        if not groups:
+        if self.dims.sum(len(groups)) == 0:
             raise RuntimeError(f"step {self.step_idx}: every video of the batch was unreadable: {self.encoder.skipped}")
         self.score(groups)
         groups = self.hooks.after_score(self, groups)
-        acc = torch.stack([g.columns["accuracy"] for g in groups]).float().cpu().numpy()  # [B, G]
-        rewards = torch.stack([g.rewards for g in groups]).float().cpu().numpy()  # [B, G]
-        self.source.observe(self.step_idx, [g.index for g in groups], acc, rewards)
-        return groups
+        stats = sorted((s for part in self.dims.gather([GroupStats.of(g) for g in groups]) for s in part),
+                       key=lambda s: s.key)
+        acc = torch.stack([s.columns["accuracy"] for s in stats]).float().numpy()  # [B, G]
+        rewards = torch.stack([s.rewards for s in stats]).float().numpy()  # [B, G]
+        self.source.observe(self.step_idx, [s.index for s in stats], acc, rewards)
+        return groups, stats
 
-    def gather(self) -> tuple[list[Group], list[Group]]:
-        """Groups to train on (kept by the group filter, refilled up to B) and every group rolled out."""
-        need, kept, seen = self.rl.prompts_per_step, [], []
+    def gather(self) -> tuple[list[Group], list[GroupStats], list[GroupStats]]:
+        """This rank's groups to train on, the statistics of every rank's kept groups, and of every group rolled out.
+
+        The group filter drops groups of each generation batch; more batches
+        refill the step up to B (``max_refills``); the first B kept, in step order, train.
+        """
+        need, kept, seen, local = self.rl.prompts_per_step, [], [], []
         self._draws = 0
         for round_idx in range(1 + self.hooks.max_refills):
-            groups = self.collect(self.source.next_batch(self.step_idx))
-            seen += groups
-            kept += self.hooks.keep(self, groups, round_idx)
+            groups, stats = self.collect(self.source.next_batch(self.step_idx))
+            seen += stats
+            kept += [s for s, k in zip(stats, self.hooks.keep(self, stats, round_idx)) if k]
+            local += groups
             if len(kept) >= need:
                 break
-        return kept[:need], seen
+        kept = kept[:need]
+        keys = {s.key for s in kept}
+        return [g for g in local if g.key in keys], kept, seen
 
     def _make_vision_cache(self) -> VideoEmbeddingCache | None:
         """The on-disk embedding cache of ``rl.vision_cache_dir`` (frozen vision towers only)."""
@@ -201,11 +226,13 @@ class RLTrainer(StageTrainer):
             g.rewards = r  # [G]
             g.columns = {k: v[i] for k, v in split.items()}
 
-    def advantages(self, groups: list[Group]) -> None:
-        rewards = torch.stack([g.rewards for g in groups])  # [B, G]
+    def advantages(self, groups: list[Group], kept: list[GroupStats]) -> None:
+        """Advantages of this rank's ``groups``, estimated over every kept group of the step (``kept``)."""
+        rewards = torch.stack([s.rewards for s in kept])  # [B, G]
         adv = ADVANTAGES.get(self.rl.advantage)(rewards, **self.rl.advantage_kwargs)  # [B, G]
-        for g, a in zip(groups, adv):
-            g.advantages = a  # [G]
+        by_key = {s.key: a for s, a in zip(kept, adv)}
+        for g in groups:
+            g.advantages = by_key[g.key].to(g.rewards.device)  # [G]
 
     # ------------------------------------------------------------- log-probs
     def _chunks(self, groups: list[Group]) -> list[list[Group]]:
@@ -242,22 +269,25 @@ class RLTrainer(StageTrainer):
                         g.ref_logp = lp  # [G, T]
 
     # ---------------------------------------------------------------- update
-    def update(self, groups: list[Group]) -> dict[str, float]:
+    def update(self, groups: list[Group], kept: list[GroupStats]) -> dict[str, float]:
+        """Optimizer steps on this rank's ``groups``; mini-batches and normalisers are taken over every kept group."""
         self.vlm.model.train()
         sums: dict[str, float] = {}
-        n_mb = self.rl.mini_batches
-        per_mb = math.ceil(len(groups) / n_mb)
+        per_mb = math.ceil(len(kept) / self.rl.mini_batches)
         grad_norms, skipped = [], 0
         for _ in range(self.rl.ppo_epochs):
-            for start in range(0, len(groups), per_mb):
-                mb = groups[start : start + per_mb]
+            for start in range(0, len(kept), per_mb):
+                part = kept[start : start + per_mb]
                 norms = {
-                    "num_tokens": max(1.0, float(sum(g.loss_mask.sum() for g in mb))),
-                    "num_seqs": float(sum(g.rollout.mask.shape[0] for g in mb)),
+                    "num_tokens": max(1.0, float(sum(s.tokens for s in part))),
+                    "num_seqs": float(sum(len(s.rewards) for s in part)),
                 }
+                keys = {s.key for s in part}
+                mb = [g for g in groups if g.key in keys]
                 active = [g for g in mb if not self._inert(g)]
+                n_active = self.dims.sum(len(active))
                 for chunk in self._chunks(active):
-                    losses = [self._group_loss(g, logp, logits, norms, sums, len(active))
+                    losses = [self._group_loss(g, logp, logits, norms, sums, n_active)
                               for g, (logp, logits) in zip(chunk, self._policy_logp(chunk, grad=True))]
                     torch.stack(losses).sum().backward()
                 if not active:  # the gradient of the skipped groups: zero (the optimizer still steps)
@@ -265,10 +295,10 @@ class RLTrainer(StageTrainer):
                         p.grad = torch.zeros_like(p)
                 skipped += len(mb) - len(active)
                 grad_norms.append(self.optimizer_step())
-        n_updates = self.rl.ppo_epochs * math.ceil(len(groups) / per_mb)
-        out = {f"loss/{k}": v / n_updates for k, v in sums.items()}
+        n_updates = self.rl.ppo_epochs * math.ceil(len(kept) / per_mb)
+        out = {f"loss/{k}": v / n_updates for k, v in self.dims.sum_metrics(sums).items()}
         out["grad_norm"] = float(np.mean(grad_norms))
-        out["batch/skipped_groups"] = skipped / self.rl.ppo_epochs
+        out["batch/skipped_groups"] = self.dims.sum(skipped) / self.rl.ppo_epochs
         return out
 
     def _inert(self, g: Group) -> bool:
@@ -312,15 +342,15 @@ class RLTrainer(StageTrainer):
 
     # ------------------------------------------------------------------ loop
     def train_step(self) -> dict[str, float]:
-        groups, seen = self.gather()
-        metrics: dict[str, float] = {"batch/groups": float(len(groups))}
-        if groups:  # a group filter may drop every group of the step: then nothing is updated
-            self.advantages(groups)
+        groups, kept, seen = self.gather()
+        metrics: dict[str, float] = {"batch/groups": float(len(kept))}
+        if kept:  # a group filter may drop every group of the step: then nothing is updated
+            self.advantages(groups, kept)
             self.reference_pass(groups)
             with self.timer("update"):
-                metrics.update(self.update(groups))
-        return {**metrics, **_rollout_metrics(seen), **self.hooks.metrics(), **self.timer.pop(),
-                **self._vision_cache_metrics(), "lr": self.sched.get_last_lr()[0]}
+                metrics.update(self.update(groups, kept))
+        return {**metrics, **_rollout_metrics(seen), **self.dims.mean_metrics(self.hooks.metrics()),
+                **self.timer.pop(), **self._vision_cache_metrics(), "lr": self.sched.get_last_lr()[0]}
 
     def status(self, metrics: dict[str, float]) -> str:
         return f"reward {metrics['reward/mean']:.3f} acc {metrics.get('reward/accuracy/mean', float('nan')):.3f}"
@@ -337,15 +367,15 @@ def _acc(sums: dict[str, float], metrics: dict[str, float], n: int) -> None:
         sums[k] = sums.get(k, 0.0) + float(v) / n
 
 
-def _rollout_metrics(groups: list[Group]) -> dict[str, float]:
+def _rollout_metrics(groups: list[GroupStats]) -> dict[str, float]:
     rewards = torch.stack([g.rewards for g in groups])  # [B, G]
-    lengths = torch.cat([g.rollout.lengths for g in groups]).float()  # [B*G]
+    lengths = torch.cat([g.lengths for g in groups]).float()  # [B*G]
     out = {
         "reward/mean": float(rewards.mean()),
         "reward/std": float(rewards.std()) if rewards.numel() > 1 else 0.0,
         "reward/group_std": float(rewards.std(dim=1).mean()),
         "completion/length": float(lengths.mean()),
-        "completion/truncated": float(torch.cat([g.rollout.truncated for g in groups]).float().mean()),
+        "completion/truncated": float(torch.cat([g.truncated for g in groups]).float().mean()),
         "completion/zero_std_groups": float((rewards.std(dim=1) == 0).float().mean()),
     }
     for name in groups[0].columns:

@@ -2,7 +2,9 @@
 
 The loss of an optimizer step is the mean over every labelled token of its
 whole batch (micro-batches are normalised by the global token count, so
-gradient accumulation does not change the result).
+gradient accumulation does not change the result). Under data parallelism each
+rank takes every dp-th row of the step's batch and the token count is summed
+over the ranks, so the summed gradients equal the one-process gradient.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from reelrl.config import RecipeConfig
 from reelrl.data.curriculum import UniformSource
 from reelrl.data.prompts import PromptEncoder, target_text
 from reelrl.data.schema import VideoRow
+from reelrl.dist.parallel import ParallelDims
 from reelrl.models.vlm import VLM
 from reelrl.train.loop import StageTrainer
 
@@ -59,8 +62,8 @@ class SFTTrainer(StageTrainer):
     title = "SFT"
 
     def __init__(self, cfg: RecipeConfig, vlm: VLM, tokenizer, encoder: PromptEncoder, rows: list[VideoRow],
-                 stage_dir: Path, reference: None = None) -> None:
-        super().__init__(cfg, vlm, encoder, stage_dir)
+                 stage_dir: Path, reference: None = None, dims: ParallelDims | None = None) -> None:
+        super().__init__(cfg, vlm, encoder, stage_dir, dims)
         self.sft = cfg.sft
         rows = rows[: self.sft.max_rows] if self.sft.max_rows else rows
         pairs = [(r, target_text(r, self.sft.rows_without_reasoning)) for r in rows]
@@ -85,25 +88,32 @@ class SFTTrainer(StageTrainer):
 
     def train_step(self) -> dict[str, float]:
         self.vlm.model.train()
+        batch = self.dims.share(self.data.next_batch(self.step_idx))
         with self.timer("decode"):
-            examples = [e for i in self.data.next_batch(self.step_idx) if (e := self._example(i)) is not None]
-        if not examples:
+            examples = [e for i in batch if (e := self._example(i)) is not None]
+        num_tokens = self.dims.sum(sum(int((e["labels"][:, 1:] != -100).sum()) for e in examples))
+        if num_tokens == 0:
             raise RuntimeError(f"SFT step {self.step_idx}: no readable video in the batch: {self.encoder.skipped}")
-        num_tokens = float(sum(int((e["labels"][:, 1:] != -100).sum()) for e in examples))
+        micro = self.sft.micro_batch_size
+        passes = [examples[s : s + micro] for s in range(0, len(examples), micro)]
+        if self.dims.fsdp:  # FSDP2 gathers weights in every forward: each rank runs as many passes (extra ones weigh 0)
+            if not passes:
+                raise RuntimeError(f"SFT step {self.step_idx}: rank {self.dims.rank} read no video of its share")
+            passes += [[]] * (int(self.dims.max(len(passes))) - len(passes))
         total = 0.0
         dev = self.vlm.device
         with self.timer("update"):
-            for s in range(0, len(examples), self.sft.micro_batch_size):
-                batch = collate(examples[s : s + self.sft.micro_batch_size], self.pad_id)
-                labels = batch.pop("labels").to(dev)  # [b, L]
-                out = self.vlm.model(**{k: v.to(dev) for k, v in batch.items()}, use_cache=False)
-                loss = sft_loss(out.logits, labels, num_tokens)
-                self.check_finite(loss, f"in micro-batch {s // self.sft.micro_batch_size}")
+            for k, part in enumerate(passes):
+                batch_t = collate(part or passes[0], self.pad_id)
+                labels = batch_t.pop("labels").to(dev)  # [b, L]
+                out = self.vlm.model(**{key: v.to(dev) for key, v in batch_t.items()}, use_cache=False)
+                loss = sft_loss(out.logits, labels, num_tokens) * (1.0 if part else 0.0)
+                self.check_finite(loss, f"in micro-batch {k}")
                 loss.backward()
                 total += float(loss.detach())
             norm = self.optimizer_step()
-        return {"sft/loss": total, "sft/tokens": num_tokens, "grad_norm": norm, "lr": self.sched.get_last_lr()[0],
-                **self.timer.pop()}
+        return {"sft/loss": self.dims.sum(total), "sft/tokens": num_tokens, "grad_norm": norm,
+                "lr": self.sched.get_last_lr()[0], **self.timer.pop()}
 
     def status(self, metrics: dict[str, float]) -> str:
         return f"loss {metrics['sft/loss']:.3f}"
