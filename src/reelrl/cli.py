@@ -3,12 +3,17 @@
 Recipes are YAML files; any field can be overridden as ``key.sub=value``::
 
     reelrl train recipes/quickstart.yaml rl.steps=50 seed=1
+    reelrl train quickstart --nproc 2            # starts torchrun with 2 processes
+    torchrun --nproc-per-node 8 -m reelrl train RECIPE parallel.fsdp=true
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -22,7 +27,10 @@ console = Console()
 
 
 def _fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {msg}")
+    """Print the message (naming the rank in a distributed run) and exit 2."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    where = f" (rank {os.environ.get('RANK', '?')} of {world})" if world > 1 else ""
+    console.print(f"[bold red]error{where}:[/] {msg}")
     raise typer.Exit(2)
 
 
@@ -49,7 +57,33 @@ def _run(cfg: RecipeConfig, resume: bool, stop_after: int | None, model: str | N
         raise
 
 
+def _torchrun(nproc: int, nnodes: int, node_rank: int, rdzv_endpoint: str | None) -> None:
+    """Re-run this command under torchrun (``--nproc`` and friends removed); exits with its status."""
+    argv, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        name = a.split("=", 1)[0]
+        if name in ("--nproc", "--nnodes", "--node-rank", "--rdzv-endpoint"):
+            skip = "=" not in a
+            continue
+        argv.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}"]
+    if nnodes > 1:
+        if not rdzv_endpoint:
+            _fail("--nnodes > 1 needs --rdzv-endpoint HOST:PORT (the same on every node)")
+        cmd += [f"--node-rank={node_rank}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}"]
+    else:
+        cmd += ["--standalone"]
+    raise typer.Exit(subprocess.call([*cmd, "-m", "reelrl", *argv]))
+
+
 OVERRIDES = typer.Argument(None, help="Dotted overrides, e.g. rl.steps=10 seed=1")
+NPROC = typer.Option(None, "--nproc", help="Start this many processes on this node with torchrun (data parallel).")
+NNODES = typer.Option(1, "--nnodes", help="With --nproc: number of nodes (torchrun c10d rendezvous).")
+NODE_RANK = typer.Option(0, "--node-rank", help="With --nnodes > 1: this node's rank.")
+RDZV = typer.Option(None, "--rdzv-endpoint", help="With --nnodes > 1: HOST:PORT of the rendezvous (node 0).")
 RESUME = typer.Option(False, "--resume", help="Continue the run in output_dir from its last checkpoint.")
 STOP = typer.Option(None, "--stop-after", help="Stop after N more optimizer steps (the run stays resumable).")
 
@@ -57,12 +91,16 @@ STOP = typer.Option(None, "--stop-after", help="Stop after N more optimizer step
 @app.command()
 def train(recipe: str = typer.Argument("quickstart", help="Recipe file or packaged recipe name."),
           overrides: Optional[list[str]] = OVERRIDES, resume: bool = RESUME,
-          stop_after: Optional[int] = STOP) -> None:
+          stop_after: Optional[int] = STOP, nproc: Optional[int] = NPROC, nnodes: int = NNODES,
+          node_rank: int = NODE_RANK, rdzv_endpoint: Optional[str] = RDZV) -> None:
     """Run the recipe's stages (e.g. sft -> eval -> rl -> eval) and print the summary table."""
     if "=" in recipe:  # `reelrl train rl.steps=5`: overrides of the default recipe
         overrides, recipe = [recipe, *(overrides or [])], "quickstart"
     cfg = _load(recipe, overrides)
-    console.print(f"[bold]reelrl[/] {cfg.name}: stages {' -> '.join(cfg.stages)}; run dir {cfg.run_dir()}")
+    if nproc is not None:
+        _torchrun(nproc, nnodes, node_rank, rdzv_endpoint)
+    if int(os.environ.get("RANK", "0")) == 0:
+        console.print(f"[bold]reelrl[/] {cfg.name}: stages {' -> '.join(cfg.stages)}; run dir {cfg.run_dir()}")
     _run(cfg, resume, stop_after)
 
 

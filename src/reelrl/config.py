@@ -273,7 +273,12 @@ class RLConfig(_Strict):
     vision_cache_gb: float = Field(
         20.0, gt=0.0, description="Size bound of vision_cache_dir in GiB; least recently used entries are evicted."
     )
-    log_samples_every: int = Field(10, ge=1, description="Write a sample table (prompt, completion, reward) every N steps.")
+    log_samples_every: int = Field(
+        10,
+        ge=1,
+        description="Every N steps, append the step's trained groups to <stage>/samples.jsonl (row, completions, "
+        "token hashes, rewards, advantages).",
+    )
     row_source: RowSourceConfig = Field(
         default_factory=RowSourceConfig, description="Which rows each step sees (uniform, curricula, filters)."
     )

@@ -31,6 +31,8 @@ optimizer step. With one process every collective is the identity.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from pathlib import Path
 
@@ -349,8 +351,26 @@ class RLTrainer(StageTrainer):
             self.reference_pass(groups)
             with self.timer("update"):
                 metrics.update(self.update(groups, kept))
+            if self.step_idx % self.rl.log_samples_every == 0:
+                self.log_samples(groups)
         return {**metrics, **_rollout_metrics(seen), **self.dims.mean_metrics(self.hooks.metrics()),
                 **self.timer.pop(), **self._vision_cache_metrics(), "lr": self.sched.get_last_lr()[0]}
+
+    def log_samples(self, groups: list[Group]) -> None:
+        """Append every rank's trained groups of this step to ``samples.jsonl`` (rank 0 writes, in step order)."""
+        records = [{
+            "step": self.step_idx, "key": list(g.key), "row": g.row.id, "task": g.row.task, "answer": g.row.answer,
+            "completions": g.texts,
+            "token_sha1": [hashlib.sha1(bytes(str(t[: int(n)].tolist()), "ascii")).hexdigest()[:16]
+                           for t, n in zip(g.rollout.tokens, g.rollout.lengths)],
+            "rewards": g.rewards.tolist(), "advantages": g.advantages.tolist(),
+        } for g in groups]
+        every = sorted((r for part in self.dims.gather(records) for r in part), key=lambda r: r["key"])
+        if self.dims.is_main:
+            self.stage_dir.mkdir(parents=True, exist_ok=True)
+            with (self.stage_dir / "samples.jsonl").open("a", encoding="utf-8") as f:
+                for r in every:
+                    f.write(json.dumps(r) + "\n")
 
     def status(self, metrics: dict[str, float]) -> str:
         return f"reward {metrics['reward/mean']:.3f} acc {metrics.get('reward/accuracy/mean', float('nan')):.3f}"
