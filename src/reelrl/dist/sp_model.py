@@ -54,6 +54,9 @@ Deviations from LongVILA-R1's MR-SP and from one-process transformers:
   P, kv heads are split when divisible, else repeated (see :mod:`reelrl.dist.ulysses`);
 - no sliding-window layers, no ``output_attentions``, batch of one prompt
   (its G completions are the rows);
+- gradient checkpointing must be non-reentrant (transformers' default): the
+  replayed layers re-enter Ulysses in the backward (:func:`reelrl.dist.ulysses.sequence_parallel`);
+  :func:`sp_prefill` refuses to run where checkpointing would drop the cache;
 - :func:`sp_encode_vision` returns ``last_hidden_state=None`` (the unmerged
   patch-level tower output is never gathered; ``VLM.merge_vision`` and the
   model's forward read only ``pooler_output``);
@@ -356,6 +359,11 @@ def sp_prefill(
     config = vlm.model.config
     local = DynamicCache(config=config)
     hidden, lay = _sp_hidden(vlm, prompt.input_ids, pos, _vision(vlm, prompt, vision, group), group, cache=local)
+    if local.get_seq_length() != lay.shard:
+        raise RuntimeError(
+            "reelrl.dist.sp_model.sp_prefill: the layers wrote no KV cache (gradient checkpointing drops it in "
+            "training mode with gradients enabled); prefill under torch.no_grad() or in eval mode"
+        )
     a, b = _overlap(lay.start, lay.end, p - 1, p)
     last = hidden[:, a - lay.start : b - lay.start]  # [1, 0 or 1, D]
     last = env.all_gather_autograd(last, sizes=lay.sizes(p - 1, p), dim=1, group=group)  # [1, 1, D]
