@@ -42,7 +42,7 @@ DECODE = SamplingParams(max_new_tokens=12, temperature=0.0, suppress_ids=(299, 2
 
 def make_prompt(g: torch.Generator) -> EncodedPrompt:
     """A 61-token Qwen2.5-VL video prompt (odd: padded to 62 over 2 ranks) consistent with tiny_model's config."""
-    text = lambda n: torch.randint(0, 290, (n,), generator=g)  # noqa: E731
+    text = lambda n: torch.randint(0, 290, (n,), generator=g)
     ids = torch.cat([text(5), torch.tensor([297]), torch.full((N_VIDEO,), 299), torch.tensor([296]), text(6)])[None]
     pixels = torch.randn(GRID[0] * GRID[1] * GRID[2], PATCH_DIM, generator=g)  # [n_patches, C*tp*p*p]
     vision = {"pixel_values_videos": pixels, "video_grid_thw": torch.tensor([GRID]), "second_per_grid_ts": torch.tensor([0.5])}
@@ -153,7 +153,7 @@ def test_single_process_equals_vlm() -> None:
         got_lp = sp_completion_logprobs(vlm, prompt, tokens, vision, temperature=0.7)  # [G, T]
         torch.testing.assert_close(got_lp, token_logprobs(ref_logits, tokens, 0.7), atol=ATOL, rtol=0)
         last, cache = sp_prefill(vlm, prompt, vision)
-        ref_last, ref_cache = vlm.prefill(prompt, vision)
+        ref_last, _ = vlm.prefill(prompt, vision)
         torch.testing.assert_close(last, ref_last, atol=ATOL, rtol=0)
         assert cache.get_seq_length() == prompt.length
     assert vlm.core.language_model.config._attn_implementation == "sdpa"  # restored
@@ -227,7 +227,7 @@ def test_sp_completion_equals_one_process(run: tuple[dict, list[dict]], ref: Sim
     got = {n: sum(r["comp"][name]["grads"][n] for r in results) / WORLD for n in grads}
     assert any(g.abs().max() > 0 for n, g in got.items() if n.startswith("model.visual."))
     for n, g in grads.items():
-        torch.testing.assert_close(got[n], g, atol=ATOL, rtol=1e-4, msg=lambda m: f"{n}: {m}")
+        torch.testing.assert_close(got[n], g, atol=ATOL, rtol=1e-4, msg=lambda m, n=n: f"{n}: {m}")
 
 
 @pytest.mark.dist
@@ -244,7 +244,7 @@ def test_sp_completion_gradient_checkpointing(run: tuple[dict, list[dict]], ref:
         torch.testing.assert_close(r["checkpointed"]["logp"], logp.detach(), atol=ATOL, rtol=0)
     got = {n: sum(r["checkpointed"]["grads"][n] for r in results) / WORLD for n in grads}
     for n, g in grads.items():
-        torch.testing.assert_close(got[n], g, atol=ATOL, rtol=1e-4, msg=lambda m: f"{n}: {m}")
+        torch.testing.assert_close(got[n], g, atol=ATOL, rtol=1e-4, msg=lambda m, n=n: f"{n}: {m}")
 
 
 @pytest.mark.dist

@@ -60,6 +60,8 @@ Deviations from LongVILA-R1's MR-SP and from one-process transformers:
 - :func:`sp_encode_vision` returns ``last_hidden_state=None`` (the unmerged
   patch-level tower output is never gathered; ``VLM.merge_vision`` and the
   model's forward read only ``pooler_output``);
+- load balance: the completion tokens sit at the end of the sequence, so the
+  last rank(s) compute all the vocabulary-size logits (no zigzag layout);
 - Qwen3-VL's deepstack features (vision features added inside the first
   decoder layers) are not supported: ``NotImplementedError``.
 
@@ -83,6 +85,13 @@ sees only Python objects, not tensor storages. What works:
    meaningful as a difference when the pass sets a new high-water mark.
 
 :func:`measure_peak_memory` runs a callable under both and returns the numbers.
+Example (tests/test_dist.py's tiny Qwen2.5-VL, S = 525 + 256, G = 4, float32,
+forward + backward of :func:`sp_completion_logprobs`): tracker peak 35.0 MB on
+one process (``MemTracker``: 34.6 MB activations + temporaries), 18.4 / 21.9 MB
+per rank with 2 ranks, 9.5 - 12.5 MB with 4. The last rank is highest: it holds
+the completion positions and their vocabulary-size logits. ``rss_growth`` read
+0 in those spawned workers, because building the model and encoding the video
+had already set a higher RSS mark than the pass: prefer the tracker.
 """
 
 from __future__ import annotations

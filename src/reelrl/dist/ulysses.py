@@ -271,7 +271,7 @@ def _replay_checkpoints_in(language_model: nn.Module, state: _SPState) -> list[t
             )
 
         def replaying(function: Callable, *args: Any, _func: Any = func, **kwargs: Any) -> Any:
-            contexts = lambda: (contextlib.nullcontext(), _attention_state(language_model, state))  # noqa: E731
+            contexts = lambda: (contextlib.nullcontext(), _attention_state(language_model, state))
             return _func(function, *args, context_fn=contexts, **kwargs)
 
         saved.append((module, func))
