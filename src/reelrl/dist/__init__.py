@@ -4,6 +4,9 @@
   differentiable all-gather / all-to-all. The only module that touches torch.distributed.
 - :mod:`reelrl.dist.sharded_vision`: stage 1, a video's temporal groups encoded across ranks.
 - :mod:`reelrl.dist.ulysses`: stage 2, Ulysses sequence-parallel attention and log-probs.
+- :mod:`reelrl.dist.sp_model`: both stages wired into :class:`reelrl.models.vlm.VLM` for one
+  prompt (vision encoding, completion logits / log-probs, prefill into a full KV cache);
+  imported on demand (it depends on the model adapter).
 """
 
 from reelrl.dist.env import (

@@ -18,10 +18,13 @@ attention function ``"reelrl_ulysses"`` with ``AttentionInterface``; the context
 manager :func:`sequence_parallel` switches a text model to it, and
 :func:`sequence_parallel_logprobs` runs a Qwen2-VL / Qwen2.5-VL language model
 over a sequence sharded across ranks and returns per-token log-probs of the full
-sequence. Not supported in the sharded path: KV caches / generation, sliding-window
+sequence. Not supported in the sharded path: decoding from a non-empty KV cache
+(an empty cache passed to the forward just stores each rank's post-RoPE key/value
+shards; :func:`reelrl.dist.sp_model.sp_prefill` gathers them), sliding-window
 layers, ``output_attentions``, packed sequences (4-row position ids' text row is
-dropped). The name is not registered with ``AttentionMaskInterface``, so the model
-builds no mask; causality and padding are applied here after the all-to-all.
+dropped), reentrant gradient checkpointing (non-reentrant checkpointing replays
+Ulysses in the backward). The name is not registered with ``AttentionMaskInterface``,
+so the model builds no mask; causality and padding are applied here after the all-to-all.
 """
 
 from __future__ import annotations
@@ -217,16 +220,63 @@ def sequence_parallel(
     ``config._attn_implementation`` (e.g. ``model.model.language_model``);
     ``key_padding_mask`` [B, S_pad] (1 = real token) covers the whole padded sequence.
     The previous implementation is restored on exit. The vision tower is untouched.
+    Layers under (non-reentrant) gradient checkpointing replay their forward in
+    the backward with Ulysses attention over the same group (see
+    :func:`_replay_checkpoints_in`), so the backward may run after the block.
     """
+    state = _SPState(group=group, key_padding_mask=key_padding_mask)
+    checkpointed = _replay_checkpoints_in(language_model, state)
+    try:
+        with _attention_state(language_model, state):
+            yield
+    finally:
+        for module, func in checkpointed:
+            module._gradient_checkpointing_func = func
+
+
+@contextlib.contextmanager
+def _attention_state(language_model: nn.Module, state: _SPState) -> Iterator[None]:
+    """Switch ``language_model``'s attention to Ulysses with ``state`` (restored on exit)."""
     config = language_model.config
     previous = config._attn_implementation
     config._attn_implementation = register_ulysses_attention()
-    token = _STATE.set(_SPState(group=group, key_padding_mask=key_padding_mask))
+    token = _STATE.set(state)
     try:
         yield
     finally:
         _STATE.reset(token)
         config._attn_implementation = previous
+
+
+def _replay_checkpoints_in(language_model: nn.Module, state: _SPState) -> list[tuple[nn.Module, Any]]:
+    """Make gradient-checkpointed layers replay their forward in Ulysses mode; returns what to restore.
+
+    transformers' checkpointed layers (``GradientCheckpointingLayer``) replay
+    their forward during the backward, after :func:`sequence_parallel` has
+    exited: the replay would run the model's own attention on the local shard.
+    Each layer's ``_gradient_checkpointing_func`` (``torch.utils.checkpoint``)
+    gets a ``context_fn`` whose recompute context re-enters the Ulysses state
+    (thread-independent: the autograd engine may replay on another thread).
+    Needs non-reentrant checkpointing (transformers' default).
+    """
+    saved = []
+    for module in language_model.modules():
+        func = getattr(module, "_gradient_checkpointing_func", None)
+        if func is None or not getattr(module, "gradient_checkpointing", False):
+            continue
+        if getattr(func, "keywords", {}).get("use_reentrant", False):
+            raise NotImplementedError(
+                "reelrl.dist.ulysses: reentrant gradient checkpointing cannot replay Ulysses attention; "
+                "enable it with gradient_checkpointing_kwargs={'use_reentrant': False}"
+            )
+
+        def replaying(function: Callable, *args: Any, _func: Any = func, **kwargs: Any) -> Any:
+            contexts = lambda: (contextlib.nullcontext(), _attention_state(language_model, state))
+            return _func(function, *args, context_fn=contexts, **kwargs)
+
+        saved.append((module, func))
+        module._gradient_checkpointing_func = replaying
+    return saved
 
 
 def _text_positions(position_ids: Tensor, batch: int, length: int) -> Tensor:
