@@ -55,6 +55,10 @@ def _run(cfg: RecipeConfig, resume: bool, stop_after: int | None, model: str | N
     except (DataError, VideoError, ConfigError, FileExistsError, FileNotFoundError) as e:
         _fail(str(e))
         raise
+    except Exception as e:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # say which process failed; the traceback follows
+            print(f"error (rank {os.environ.get('RANK', '?')}): {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+        raise
 
 
 def _torchrun(nproc: int, nnodes: int, node_rank: int, rdzv_endpoint: str | None) -> None:

@@ -26,7 +26,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from reelrl.config import RecipeConfig, read_recipe, save_config
+from reelrl.config import ConfigError, RecipeConfig, read_recipe, save_config
 from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import VideoRow, load_jsonl
 from reelrl.dist.parallel import ParallelDims, init_parallel
@@ -122,7 +122,10 @@ class Pipeline:
 
     def __init__(self, cfg: RecipeConfig, model_path: str | None = None, dims: ParallelDims | None = None) -> None:
         self.cfg = check_recipe(cfg)
-        self.dims = dims if dims is not None else init_parallel(cfg.parallel, cfg.device)
+        try:
+            self.dims = dims if dims is not None else init_parallel(cfg.parallel, cfg.device)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self.run_dir = cfg.run_dir()
         self.device = self.dims.device
         if cfg.threads is not None:
