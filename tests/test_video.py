@@ -363,9 +363,9 @@ def test_rotate_tag_turns_frames_clockwise(tmp_path: Path, degrees: int) -> None
     lossless = dict(pix_fmt="yuv444p", options={"crf": "0"})
     plain = write_raw(tmp_path / "plain.mkv", written, **lossless)
     tagged = write_raw(tmp_path / "tagged.mkv", written, tags={"rotate": str(degrees)}, **lossless)
-    clockwise = lambda a: np.rot90(a, -degrees // 90, axes=(1, 2))  # noqa: E731
     got = decode_frames(tagged, [0, 1])
-    np.testing.assert_array_equal(got, clockwise(decode_frames(plain, [0, 1])))
+    clockwise = np.rot90(decode_frames(plain, [0, 1]), -degrees // 90, axes=(1, 2))  # [2, H', W', 3]
+    np.testing.assert_array_equal(got, clockwise)
     info = probe(tagged)
     assert (info.height, info.width) == got.shape[1:3]
 
