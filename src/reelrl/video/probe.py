@@ -127,8 +127,10 @@ def open_video(path: str | Path) -> tuple[av.container.InputContainer, av.VideoS
     except av.FFmpegError as e:
         raise VideoError(f"{p}: not a readable video container ({e.__class__.__name__}: {e.strerror})") from None
     if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams})
         container.close()
-        raise VideoError(f"{p}: no video stream")
+        what = f"only {' and '.join(kinds)}" if kinds else "no streams at all: a truncated header?"
+        raise VideoError(f"{p}: no video stream ({what})")
     return container, container.streams.video[0]
 
 
