@@ -327,9 +327,9 @@ def _index_variable_rate(stream: av.VideoStream, rate: Fraction) -> bool:
         stamps = [e.timestamp for e in entries]
     except (AttributeError, av.FFmpegError):
         return False
-    scale = Fraction(stream.time_base) * rate
-    t0 = stamps[0]
-    return any(abs((ts - t0) * scale - k) >= Fraction(1, 2) for k, ts in enumerate(stamps))
+    scale = Fraction(stream.time_base) * rate  # ticks -> frames, as p / q
+    p, q, t0 = scale.numerator, scale.denominator, stamps[0]
+    return any(abs(2 * ((ts - t0) * p - k * q)) >= q for k, ts in enumerate(stamps))  # |pos - k| >= 1/2
 
 
 def _first_frame(path: str | Path, container: av.container.InputContainer, stream: av.VideoStream) -> av.VideoFrame:
@@ -376,10 +376,10 @@ def probe_open(
 ) -> VideoInfo:
     """:func:`probe` on an already opened container.
 
-    With ``decode=False`` only the header is read: the orientation is left
-    upright and a variable frame rate is reported but not measured (what the
-    index-based decoder needs). ``variable_rate=True`` treats the stream as
-    variable-rate even when the header looks constant.
+    With ``decode=False`` only the header is read (what the decoders need):
+    the orientation is left upright and the frame rate is not checked for
+    variability. ``variable_rate=True`` treats the stream as variable-rate
+    even when its index looks constant-rate.
     """
     rate = stream_rate(path, stream)
     tb = stream.time_base
@@ -405,7 +405,7 @@ def probe_open(
     if not cc.width or not cc.height:
         raise VideoError(f"{path}: video stream has no frame size")
     width, height = int(cc.width), int(cc.height)
-    variable_rate = variable_rate or _index_variable_rate(stream, rate)
+    variable_rate = variable_rate or (decode and _index_variable_rate(stream, rate))
     info = VideoInfo(
         path=str(path), num_frames=num_frames, fps=float(rate), duration=duration, width=width, height=height,
         variable_rate=variable_rate,
