@@ -130,3 +130,9 @@ def test_video_paths_that_are_not_files_name_the_reason(tmp_path: Path) -> None:
         path = write_lines(tmp_path / "rows.jsonl", [dump(row(0, video=video))])
         with pytest.raises(DataError, match=r"rows.jsonl:1: " + message + r".*: .*" + re.escape(video)):
             load_jsonl(path)
+
+
+def test_duplicate_id_names_both_lines(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "rows.jsonl", [dump(row(0)), dump(row(1)), dump(row(0, answer="A"))])
+    with pytest.raises(DataError, match=r"rows.jsonl:3: duplicate id 'r0' \(first at line 1\)"):
+        load(path)
