@@ -410,6 +410,7 @@ def test_variable_frame_rate_is_sampled_by_time(vfr_video: tuple[Path, np.ndarra
         assert expected != np.linspace(0, VFR_FRAMES - 1, n).round().astype(int).tolist()
     assert codes(sv.frames) == expected
     np.testing.assert_allclose(sv.timestamps, pts[expected], atol=1e-6)
+    assert sv.indices.dtype == np.int64 and 0 <= sv.indices.min() <= sv.indices.max() < sv.info.num_frames
     # the fps fed to the model is one over the mean spacing of the real sampled times
     assert sv.fps == pytest.approx((n - 1) / (pts[expected[-1]] - pts[expected[0]]))
     assert sv.fps == pytest.approx(timestamps_fps(sv.timestamps, sv.info))

@@ -484,7 +484,7 @@ def load_video(path: str | Path, cfg: VideoSampling) -> SampledVideo:
         container.close()
     return SampledVideo(
         frames=frames,
-        indices=np.round(stamps * info.fps).astype(np.int64),  # [T] nominal
+        indices=np.minimum(np.round(stamps * info.fps), info.num_frames - 1).astype(np.int64),  # [T] nominal
         timestamps=stamps,
         fps=timestamps_fps(stamps, info),
         info=info,
