@@ -333,7 +333,10 @@ def _index_variable_rate(stream: av.VideoStream, rate: Fraction) -> bool:
 
 
 def _first_frame(path: str | Path, container: av.container.InputContainer, stream: av.VideoStream) -> av.VideoFrame:
-    """Decode the first frame (raises when the stream has none)."""
+    """Decode the next frame: the first one on a freshly opened container (raises when there is none).
+
+    Its display matrix is the stream's, so any frame serves for the orientation.
+    """
     try:
         frame = next(container.decode(stream), None)
     except av.FFmpegError as e:
