@@ -1,13 +1,16 @@
-"""Tests of the video input layer: sampling rules, decoding by seeking, writing, prefetching.
+"""Tests of the video input layer: sampling rules, decoding by seeking, writing, orientation,
+variable frame rate, bad paths.
 
-The test video encodes its frame index in the pixels: a 4x2 grid of 16x16
-blocks (macroblock aligned) holds the 8 bits of the index in black/white, and
-the grid below holds the inverted bits, so every bit is read as a large
-brightness difference that survives H.264 compression.
+The test videos encode their frame index in the pixels (:func:`tests.videos_for_tests.encode_index`:
+a 4x2 grid of 16x16 blocks, macroblock aligned, holds the 8 bits of the index and the
+grid below the inverted bits), so every decoded frame says which frame it is.
 """
 
 from __future__ import annotations
 
+import os
+import re
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -19,6 +22,7 @@ from reelrl.video.decode import (
     DECODE_STATS,
     VideoError,
     decode_frames,
+    decode_times,
     load_video,
     probe,
     write_video,
@@ -30,9 +34,12 @@ from reelrl.video.sample import (
     frame_size,
     num_sampled_frames,
     sample_indices,
+    sample_times,
     sampled_fps,
     smart_resize,
+    timestamps_fps,
 )
+from tests.videos_for_tests import blocks, codes, encode_index, write_raw
 
 N_FRAMES = 120
 FPS = 24
@@ -41,42 +48,6 @@ SIDE = 64
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def encode_index(i: int, side: int = SIDE) -> np.ndarray:
-    """Frame ``[side, side, 3]`` uint8 whose blocks spell the 8 bits of ``i`` (and their inverse)."""
-    a = np.zeros((side, side, 3), dtype=np.uint8)  # [H, W, 3]
-    c = side // 4
-    for b in range(8):
-        r, col = divmod(b, 4)
-        bit = (i >> b) & 1
-        a[r * c : (r + 1) * c, col * c : (col + 1) * c] = 255 * bit
-        a[2 * c + r * c : 2 * c + (r + 1) * c, col * c : (col + 1) * c] = 255 * (1 - bit)
-    return a
-
-
-def read_index(frame: np.ndarray) -> int:
-    """Inverse of :func:`encode_index` for a frame of any size (reads the block centres)."""
-    h, w = frame.shape[:2]
-    gray = frame.astype(np.float64).mean(axis=2)  # [H, W]
-    value = 0
-    for b in range(8):
-        r, col = divmod(b, 4)
-
-        def centre(row: int) -> float:
-            y, x = int((row + 0.5) * h / 4), int((col + 0.5) * w / 4)
-            dy, dx = max(1, h // 16), max(1, w // 16)
-            return float(gray[y - dy : y + dy, x - dx : x + dx].mean())
-
-        on, off = centre(r), centre(2 + r)
-        assert abs(on - off) > 150, f"bit {b} unreadable ({on:.0f} vs {off:.0f})"
-        value |= int(on > off) << b
-    return value
-
-
-def codes(frames: np.ndarray) -> list[int]:
-    """Frame indices read back from ``[T, H, W, 3]`` frames."""
-    return [read_index(f) for f in frames]
 
 
 @pytest.fixture(scope="module")
@@ -405,3 +376,177 @@ def test_write_video_bytes_depend_on_the_frames_only(tmp_path: Path) -> None:
             out = write_video(tmp_path / f"{index}-{k}.mp4", frames, 4.0)
             digests.add(out.read_bytes())
         assert len(digests) == 1, index
+
+
+# ---------------------------------------------------------------- orientation
+
+
+def _turn(rotation: int, hflip: bool):
+    """The display transform of a counter-clockwise ``rotation`` then a left-right mirror, on ``[T, H, W, 3]``."""
+
+    def f(a: np.ndarray) -> np.ndarray:
+        b = np.rot90(a, rotation // 90, axes=(1, 2))  # [T, H', W', 3]
+        return b[:, :, ::-1] if hflip else b
+
+    return f
+
+
+@pytest.mark.parametrize(("rotation", "hflip"), [(90, False), (180, False), (270, False), (90, True), (0, True)])
+def test_display_matrix_turns_frames_upright(tmp_path: Path, rotation: int, hflip: bool) -> None:
+    written = blocks(3, 48, 80, seed=rotation + hflip)  # [3, 48, 80, 3], landscape
+    lossless = dict(pix_fmt="yuv444p", options={"crf": "0"})
+    plain = write_raw(tmp_path / "plain.mp4", written, **lossless)
+    turned = write_raw(tmp_path / "turned.mp4", written, rotation=rotation, hflip=hflip, **lossless)
+    want = _turn(rotation, hflip)(written)  # [3, H', W', 3]
+    info = probe(turned)
+    assert (info.height, info.width) == want.shape[1:3]  # 90/270: width and height swapped
+    got = decode_frames(turned, [0, 1, 2])  # [3, H', W', 3]
+    # Both files hold the same coded pictures: the upright decode is exactly the turned plain decode ...
+    np.testing.assert_array_equal(got, _turn(rotation, hflip)(decode_frames(plain, [0, 1, 2])))
+    # ... and the written frames turned, up to YUV rounding (a wrong turn would differ by ~100).
+    assert np.abs(got.astype(int) - want).max() <= 3
+    cfg = VideoSampling(nframes=2, min_pixels=28 * 28, max_pixels=56 * 84)
+    sv = load_video(turned, cfg)
+    assert sv.frames.shape[1:3] == smart_resize(*want.shape[1:3], 28, 28 * 28, 56 * 84)
+
+
+def test_display_matrix_rotation_is_np_rot90(tmp_path: Path) -> None:
+    written = blocks(2, 32, 64, seed=1)  # [2, 32, 64, 3]
+    path = write_raw(tmp_path / "r90.mp4", written, rotation=90, pix_fmt="yuv444p", options={"crf": "0"})
+    got = decode_frames(path, [0, 1])  # [2, 64, 32, 3]
+    assert got.shape == (2, 64, 32, 3)
+    assert np.abs(got.astype(int) - np.rot90(written, 1, axes=(1, 2))).max() <= 3
+    assert probe(path).rotation == 90
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_rotate_tag_turns_frames_clockwise(tmp_path: Path, degrees: int) -> None:
+    written = blocks(2, 32, 64, seed=degrees)  # [2, 32, 64, 3]
+    lossless = dict(pix_fmt="yuv444p", options={"crf": "0"})
+    plain = write_raw(tmp_path / "plain.mkv", written, **lossless)
+    tagged = write_raw(tmp_path / "tagged.mkv", written, tags={"rotate": str(degrees)}, **lossless)
+    got = decode_frames(tagged, [0, 1])
+    clockwise = np.rot90(decode_frames(plain, [0, 1]), -degrees // 90, axes=(1, 2))  # [2, H', W', 3]
+    np.testing.assert_array_equal(got, clockwise)
+    info = probe(tagged)
+    assert (info.height, info.width) == got.shape[1:3]
+
+
+# ---------------------------------------------------------------- variable frame rate
+
+VFR_FRAMES = 240
+
+
+@pytest.fixture(scope="module", params=["mp4", "mkv"])
+def vfr_video(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+    """240 index frames at irregular times (10 ms to 250 ms apart, time base 1/1000), keyframe every 10 frames.
+
+    MP4 carries a full index (the irregular timestamps show at probe time); Matroska
+    does not (the decoder finds the frames off the grid of its nominal 25 fps).
+    """
+    rng = np.random.default_rng(5)
+    pts = np.concatenate([[0], np.cumsum(rng.choice([10, 33, 40, 100, 250], size=VFR_FRAMES - 1))])  # [240] ms
+    frames = np.stack([encode_index(i) for i in range(VFR_FRAMES)])  # [240, 64, 64, 3]
+    path = tmp_path_factory.mktemp("vfr") / f"vfr.{request.param}"
+    write_raw(path, frames, pts=pts.tolist(), time_base=Fraction(1, 1000), gop=10)
+    return path, pts / 1000.0
+
+
+def shown_at(pts: np.ndarray, times: np.ndarray) -> list[int]:
+    """Index of the frame shown at each time: the last frame whose timestamp is <= the time."""
+    return (np.searchsorted(pts, times + 1e-9, side="right") - 1).tolist()
+
+
+@pytest.mark.parametrize("cfg", [dict(nframes=8), dict(fps=0.5), dict(nframes=2)])
+def test_variable_frame_rate_is_sampled_by_time(vfr_video: tuple[Path, np.ndarray], cfg: dict) -> None:
+    path, pts = vfr_video  # pts [240] seconds
+    sampling = VideoSampling(**cfg, min_pixels=28 * 28, max_pixels=56 * 56)
+    sv = load_video(path, sampling)
+    assert sv.info.variable_rate
+    assert sv.info.last_time == pytest.approx(pts[-1])
+    n = num_sampled_frames(sv.info, sampling)
+    times = np.linspace(0, pts[-1], n)  # [n] uniform over the stream's real timeline
+    expected = shown_at(pts, times)
+    assert expected[0] == 0 and expected[-1] == VFR_FRAMES - 1
+    if n > 2:  # time sampling picks other frames than index sampling would
+        assert expected != np.linspace(0, VFR_FRAMES - 1, n).round().astype(int).tolist()
+    assert codes(sv.frames) == expected
+    np.testing.assert_allclose(sv.timestamps, pts[expected], atol=1e-6)
+    assert sv.indices.dtype == np.int64 and 0 <= sv.indices.min() <= sv.indices.max() < sv.info.num_frames
+    # the fps fed to the model is one over the mean spacing of the real sampled times
+    assert sv.fps == pytest.approx((n - 1) / (pts[expected[-1]] - pts[expected[0]]))
+    assert sv.fps == pytest.approx(timestamps_fps(sv.timestamps, sv.info))
+
+
+def test_variable_frame_rate_fps_mode_follows_real_duration(vfr_video: tuple[Path, np.ndarray]) -> None:
+    path, pts = vfr_video
+    sampling = VideoSampling(fps=2.0, max_frames=10_000, min_pixels=28 * 28, max_pixels=56 * 56)
+    sv = load_video(path, sampling)
+    info = sv.info
+    assert info.variable_rate and info.duration >= pts[-1] > info.duration - 0.5
+    assert info.num_frames / info.fps == pytest.approx(info.duration)  # fps is frames per real second
+    # 2 frames per second of real duration (rounded down to the frame factor), as for a constant-rate video
+    assert len(sv.frames) == 2 * int(info.duration * 2.0 / 2) > 2
+    assert codes(sv.frames) == shown_at(pts, np.linspace(0, pts[-1], len(sv.frames)))
+
+
+def test_variable_frame_rate_probe_and_decode_cost_follow_the_sample(vfr_video: tuple[Path, np.ndarray]) -> None:
+    path, _ = vfr_video
+    DECODE_STATS.reset()
+    probe(path)
+    assert DECODE_STATS.frames_decoded <= 12  # the first frame and the last GOP (10 frames)
+    DECODE_STATS.reset()
+    sv = load_video(path, VideoSampling(nframes=4, min_pixels=28 * 28, max_pixels=56 * 56))
+    assert len(sv.frames) == 4
+    assert DECODE_STATS.frames_decoded < VFR_FRAMES // 3  # seeks, not a full decode
+
+
+def test_decode_frames_reports_a_variable_rate_stream(vfr_video: tuple[Path, np.ndarray]) -> None:
+    path, _ = vfr_video
+    with pytest.raises(VideoError, match=r"vfr\.\w+: frame \d+ is missing .*not on a constant-rate grid"):
+        decode_frames(path, np.arange(probe(path).num_frames))
+
+
+def test_decode_times_picks_the_frame_shown(video: Path, vfr_video: tuple[Path, np.ndarray]) -> None:
+    frames, stamps = decode_times(video, [4.99, 0.0, 0.5, 1.01, 0.5])  # 24 fps: frames 119, 0, 12, 24, 12
+    assert codes(frames) == [119, 0, 12, 24, 12]
+    np.testing.assert_allclose(stamps, np.array([119, 0, 12, 24, 12]) / FPS)
+    path, pts = vfr_video
+    times = np.array([pts[7], pts[7] - 1e-3, pts[100] + 1e-3, 1e6, -1.0])
+    frames, stamps = decode_times(path, times)
+    assert codes(frames) == [7, 6, 100, VFR_FRAMES - 1, 0]
+
+
+def test_constant_rate_stays_index_sampled(video: Path) -> None:
+    info = probe(video)
+    assert not info.variable_rate and info.last_time is None and info.rotation == 0
+    np.testing.assert_allclose(sample_times(info, VideoSampling(nframes=4)), [0, 119 / 72, 238 / 72, 119 / 24])
+
+
+# ---------------------------------------------------------------- bad paths
+
+
+def test_bad_paths_each_have_their_own_message(tmp_path: Path) -> None:
+    folder = tmp_path / "folder.mp4"
+    folder.mkdir()
+    loop = tmp_path / "loop.mp4"
+    loop.symlink_to(loop)
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    dangling = tmp_path / "dangling.mp4"
+    dangling.symlink_to(tmp_path / "gone.mp4")
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    cases = [
+        (folder, "is a directory, not a video file"),
+        (loop, "symlink loop"),
+        (fifo, r"is a FIFO \(named pipe\), not a video file"),  # and nothing blocks opening it
+        (Path("/dev/null"), "is a character device, not a video file"),
+        (dangling, "broken symlink"),
+        (empty, r"empty file \(0 bytes\)"),
+        (tmp_path / "nope.mp4", "video file not found"),
+    ]
+    for path, message in cases:
+        for fn in (probe, lambda p: decode_frames(p, [0]), lambda p: load_video(p, VideoSampling())):
+            with pytest.raises(VideoError, match=re.escape(str(path)) + ": " + message):
+                fn(path)

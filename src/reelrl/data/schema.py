@@ -13,11 +13,13 @@ options       list of option texts for choice questions, shown as "A. text";
 answer        gold answer: a letter ("B") for ``multiple_choice``, a comma
               separated set of letters ("A,C") for ``multi_choice``, a number
               as text for ``numerical`` / ``regression``, "s-e" seconds for
-              ``temporal_grounding``, free text otherwise.
+              ``temporal_grounding`` (a grounding row needs a span here or in
+              ``time_span``), free text otherwise.
 problem_type  one of :data:`PROBLEM_TYPES`; selects the accuracy reward.
 task          task family name, used for per-family metrics ("count", ...).
 reasoning     optional reasoning trace (text that goes inside <think>) for SFT.
-time_span     optional [start, end] seconds of the relevant moment.
+time_span     optional [start, end] seconds of the relevant moment (finite,
+              0 <= start <= end).
 difficulty    optional difficulty in [0, 1] (curricula, augmentation).
 meta          free-form dict carried along (seed, generator parameters, ...).
 """
@@ -25,6 +27,8 @@ meta          free-form dict carried along (seed, generator parameters, ...).
 from __future__ import annotations
 
 import json
+import math
+from io import StringIO
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -79,6 +83,15 @@ class VideoRow(BaseModel):
             raise ValueError(f"options must hold 2..{len(LETTERS)} entries, got {len(v)}")
         return v
 
+    @field_validator("time_span")
+    @classmethod
+    def _time_span_valid(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None:
+            problem = span_problem(v)
+            if problem:
+                raise ValueError(f"time span {list(v)}: {problem}")
+        return v
+
     @model_validator(mode="after")
     def _answer_fits_type(self) -> "VideoRow":
         if self.problem_type in ("multiple_choice", "multi_choice"):
@@ -96,6 +109,18 @@ class VideoRow(BaseModel):
                 float(self.answer)
             except ValueError:
                 raise ValueError(f"{self.problem_type} answer must be a number, got {self.answer!r}") from None
+        elif self.problem_type == "temporal_grounding":
+            from reelrl.data.answers import parse_span  # answers imports this module
+
+            span = parse_span(self.answer)
+            problem = span_problem(span) if span is not None else None
+            if problem:
+                raise ValueError(f"field answer: {self.answer!r} holds the time span {list(span)}: {problem}")
+            if span is None and self.time_span is None:
+                raise ValueError(
+                    f"field answer: a temporal_grounding row needs a time span, but {self.answer!r} holds no "
+                    '"s-e" span and time_span is not set'
+                )
         return self
 
     def prompt_text(self) -> str:
@@ -110,18 +135,71 @@ class VideoRow(BaseModel):
         return p if p.is_absolute() or base is None else Path(base) / p
 
 
+def describe_errors(e: ValidationError) -> str:
+    """``field NAME: message`` for each error (a row-level error names its field itself)."""
+    parts = []
+    for err in e.errors():
+        msg = err["msg"]
+        if err["type"] == "value_error" and "error" in err.get("ctx", {}):
+            msg = str(err["ctx"]["error"])  # without pydantic's "Value error, " prefix
+        loc = ".".join(str(x) for x in err["loc"])
+        parts.append(f"field {loc}: {msg}" if loc else msg)
+    return "; ".join(parts)
+
+
+def span_problem(span: tuple[float, float]) -> str | None:
+    """Why ``(start, end)`` seconds is not a valid time span (not finite, negative, reversed), or ``None``."""
+    start, end = span
+    if not (math.isfinite(start) and math.isfinite(end)):
+        return "start and end must be finite numbers"
+    if start < 0:
+        return f"start {start} is negative"
+    if start > end:
+        return f"start {start} is after end {end}"
+    return None
+
+
+def video_path_problem(video: Path) -> str | None:
+    """Why ``video`` cannot be a video file (missing, a directory, a FIFO, a symlink loop, ...), or ``None``."""
+    from reelrl.video.probe import VideoError, check_video_path
+
+    try:
+        check_video_path(video)
+    except VideoError as e:
+        return str(e).removeprefix(f"{video}: ")
+    return None
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 text; a byte that is not UTF-8 is a DataError naming ``file:line``."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(
+            f"{path}:{line}: not valid UTF-8 (byte 0x{data[e.start]:02x} at column {column}; "
+            "save the file as UTF-8)"
+        ) from None
+
+
 def load_jsonl(path: str | Path, *, check_videos: bool = True) -> list[VideoRow]:
     """Load and validate a JSONL dataset; relative video paths become absolute.
 
-    Raises :class:`DataError` naming ``file:line`` for malformed JSON, missing
-    or invalid fields, duplicate ids, and (with ``check_videos``) missing video files.
+    Raises :class:`DataError` naming ``file:line`` for bytes that are not
+    UTF-8, malformed JSON, missing or invalid fields (time spans that are not
+    finite, negative or reversed; a ``temporal_grounding`` row without a span),
+    duplicate ids, and (with ``check_videos``) video paths that are not files
+    (missing, a directory, a FIFO, a device, a symlink loop, ...).
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: dataset file not found")
     rows: list[VideoRow] = []
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as f:
+    text = _read_text(path)
+    with StringIO(text, newline=None) as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -135,16 +213,15 @@ def load_jsonl(path: str | Path, *, check_videos: bool = True) -> list[VideoRow]
             try:
                 row = VideoRow.model_validate(obj)
             except ValidationError as e:
-                errs = "; ".join(
-                    f"field {'.'.join(str(x) for x in err['loc']) or '<row>'}: {err['msg']}" for err in e.errors()
-                )
-                raise DataError(f"{where}: invalid row: {errs}") from None
+                raise DataError(f"{where}: invalid row: {describe_errors(e)}") from None
             if row.id in seen:
                 raise DataError(f"{where}: duplicate id {row.id!r} (first at line {seen[row.id]})")
             seen[row.id] = lineno
             video = row.resolved_video(path.parent)
-            if check_videos and not video.is_file():
-                raise DataError(f"{where}: video file not found: {video}")
+            if check_videos:
+                problem = video_path_problem(video)
+                if problem:
+                    raise DataError(f"{where}: {problem}: {video}")
             rows.append(row.model_copy(update={"video": str(video)}))
     if not rows:
         raise DataError(f"{path}: no rows")

@@ -42,7 +42,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from reelrl.data.answers import extract_tag, parse_choice, parse_choices, parse_number
-from reelrl.data.schema import LETTERS, DataError, VideoRow, write_jsonl
+from reelrl.data.schema import LETTERS, DataError, VideoRow, video_path_problem, write_jsonl
 
 __all__ = ["VIDEO_R1_PROBLEM_TYPES", "import_video_r1", "convert_video_r1"]
 
@@ -197,8 +197,10 @@ def import_video_r1(
         if row.id in seen:
             raise DataError(f"{where}: duplicate problem_id {row.id!r} (first at {seen[row.id]})")
         seen[row.id] = where
-        if check_videos and not Path(row.video).is_file():
-            raise DataError(f"{where}: video file not found: {row.video}")
+        if check_videos:
+            problem = video_path_problem(Path(row.video))
+            if problem:
+                raise DataError(f"{where}: {problem}: {row.video}")
         rows.append(row)
         counts["imported"] += 1
         key = f"problem_type/{row.problem_type}"

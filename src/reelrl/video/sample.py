@@ -7,12 +7,14 @@ model post-trained with reelrl sees videos exactly as it saw them in
 pre-training:
 
 * how many frames: :func:`num_sampled_frames` (``smart_nframes``)
-* which frames: :func:`sample_indices` (``torch.linspace(0, n - 1, k).round()``)
+* which frames: :func:`sample_indices` (``torch.linspace(0, n - 1, k).round()``);
+  for a variable-frame-rate stream, :func:`sample_times` (uniform over its timeline)
 * what size: :func:`smart_resize` and :func:`frame_size`, with the per-frame
   cap of :func:`frame_max_pixels` (``fetch_video``'s ``total_pixels`` budget,
   applied by default as there)
-* the effective frame rate of the sample: :func:`sampled_fps`, from which the
-  temporal RoPE input is ``second_per_grid_ts = frame_factor / sampled_fps``.
+* the effective frame rate of the sample: :func:`sampled_fps` (for a
+  variable-frame-rate stream :func:`timestamps_fps`), from which the temporal
+  RoPE input is ``second_per_grid_ts = frame_factor / sampled_fps``.
 
 Intended differences from qwen-vl-utils:
 
@@ -81,10 +83,17 @@ class VideoInfo:
         path: the file.
         num_frames: frames in the video stream (from the container, or
             ``duration * fps`` when the container does not say).
-        fps: average frame rate of the stream (frames per second).
+        fps: average frame rate of the stream (frames per second); for a
+            variable-rate stream ``num_frames / duration``.
         duration: stream duration in seconds.
-        width: frame width in pixels.
-        height: frame height in pixels.
+        width: width in pixels of the frames as displayed (after ``rotation``).
+        height: height in pixels of the frames as displayed (after ``rotation``).
+        rotation: counter-clockwise degrees (0, 90, 180, 270) the stored frames
+            are turned for display (display matrix or ``rotate`` tag).
+        variable_rate: frames are not on a constant-rate grid; they are sampled
+            by time (:func:`sample_times`) instead of by index.
+        last_time: seconds from the stream start to the last frame of a
+            variable-rate stream (``None`` otherwise: ``(num_frames - 1) / fps``).
     """
 
     path: str
@@ -93,6 +102,9 @@ class VideoInfo:
     duration: float
     width: int
     height: int
+    rotation: int = 0
+    variable_rate: bool = False
+    last_time: float | None = None
 
 
 class VideoSampling(BaseModel):
@@ -227,6 +239,37 @@ def sample_indices(info: VideoInfo, cfg: VideoSampling) -> np.ndarray:
     n = num_sampled_frames(info, cfg)
     idx = torch.linspace(0, info.num_frames - 1, n).round().long()  # [n] float32 linspace, as qwen-vl-utils
     return idx.numpy().astype(np.int64)  # [n]
+
+
+def sample_times(info: VideoInfo, cfg: VideoSampling) -> np.ndarray:
+    """Seconds (from the stream start) at which a variable-rate stream is sampled.
+
+    ``n = num_sampled_frames(info, cfg)`` times, uniform from the first frame to
+    the last: ``linspace(0, last_time, n)``. The decoder picks, for each time,
+    the frame shown then (the last frame whose timestamp is <= the time), so
+    the first and the last frames are always included, as with
+    :func:`sample_indices`.
+
+    Returns:
+        float64 array of shape ``[n]``, non-decreasing.
+    """
+    n = num_sampled_frames(info, cfg)
+    last = info.last_time if info.last_time is not None else (info.num_frames - 1) / info.fps
+    return np.linspace(0.0, max(0.0, last), n)  # [n]
+
+
+def timestamps_fps(timestamps: np.ndarray, info: VideoInfo) -> float:
+    """Frame rate of a sample from its real timestamps: one over their mean spacing.
+
+    ``(T - 1) / (timestamps[-1] - timestamps[0])`` for the ``[T]`` sorted
+    timestamps of the frames picked; with fewer than two distinct times (a
+    one-frame video) it falls back to :func:`sampled_fps`.
+    """
+    ts = np.asarray(timestamps, dtype=np.float64).reshape(-1)  # [T]
+    span = float(ts[-1] - ts[0]) if ts.size >= 2 else 0.0
+    if span > 0:
+        return (ts.size - 1) / span
+    return sampled_fps(ts, info)
 
 
 def sampled_fps(indices: np.ndarray, info: VideoInfo) -> float:
