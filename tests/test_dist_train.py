@@ -201,4 +201,6 @@ def test_a_config_error_names_the_rank_and_stops_every_process(tmp_path, recipe_
     proc = _run(["train", str(recipe), "parallel.dp=3", f"output_dir={tmp_path / 'x'}"], nproc=2, check=False,
                 timeout=300)
     assert proc.returncode != 0
-    assert "error (rank 0 of 2):" in proc.stdout and "must equal the number of processes (2)" in proc.stdout
+    text = " ".join(proc.stdout.split())  # rich wraps long lines
+    assert "error (rank 0 of 2): parallel: dp (3) x sp (1) must equal the number of processes (2)" in text
+    assert "error (rank 1 of 2):" in text and "Traceback" not in proc.stdout + proc.stderr
