@@ -205,3 +205,44 @@ def test_a_config_error_names_the_rank_and_stops_every_process(tmp_path, recipe_
     assert "error (rank 0 of 2): parallel: dp (3) x sp (1) must equal the number of processes (2)" in text
     assert "error (rank 1 of 2):" in text
     assert "reelrl/" not in proc.stderr  # no traceback from reelrl's code (torchrun reports the failed workers)
+
+
+def test_sequence_parallel_rl_equals_one_process(one_and_two):
+    """sp=2 through the trainer: prompts above the threshold run MR-SP, the others as usual, in one step.
+
+    The gym prompts here hold 87 to 94 tokens; with ``sp_threshold`` 90 some are
+    long and some short. Rollout tokens must be identical; the losses and
+    entropies the trainer logs (from the SP log-probs and logits) and the
+    updated weights (from the SP gradients) equal the one-process run's.
+    """
+    one, _, _, base, tmp = one_and_two
+    recipe = _recipe(base, tmp, "sp", stages=["rl"], model={"path": str(one / "0-sft" / "model")})
+    _run(["train", str(recipe), f"output_dir={tmp / 'sp1'}"])
+    _run(["train", str(recipe), f"output_dir={tmp / 'sp2'}", "parallel.sp=2", "parallel.sp_threshold=90"], nproc=2)
+    assert _samples(tmp / "sp1" / "0-rl") == _samples(tmp / "sp2" / "0-rl")
+    m1 = [json.loads(x) for x in (tmp / "sp1" / "0-rl" / "metrics.jsonl").read_text().splitlines()]
+    m2 = [json.loads(x) for x in (tmp / "sp2" / "0-rl" / "metrics.jsonl").read_text().splitlines()]
+    for x, y in zip(m1, m2):
+        for key in ("loss/pg_loss", "loss/entropy", "loss/ratio_mean", "grad_norm", "reward/mean"):
+            assert x[key] == pytest.approx(y[key], rel=1e-5, abs=1e-6), key
+    assert 0 < sum(m["sp/prefill"] for m in m2) < 3 * 4  # some rollouts ran sequence-parallel, not all
+    assert sum(m["sp/encode"] for m in m2) > 0 and sum(m["sp/score"] for m in m2) > 0
+    _assert_close_weights(tmp / "sp1" / "0-rl" / "model", tmp / "sp2" / "0-rl" / "model",
+                          _weights(one / "0-sft" / "model"))
+
+
+def test_sequence_parallel_vlm_routes_only_long_prompts(tiny_model_dir, tiny_gym):
+    """Which prompts the SP model treats as long (the prompt lengths this file's sp test relies on)."""
+    from reelrl.data.prompts import PromptEncoder
+    from reelrl.data.schema import load_jsonl
+    from reelrl.dist.sp_model import SequenceParallelVLM
+    from reelrl.models.load import load_model_and_processor
+    from reelrl.video.sample import VideoSampling
+
+    model, processor = load_model_and_processor(str(tiny_model_dir))
+    enc = PromptEncoder(processor, VideoSampling(nframes=16, min_pixels=3136, max_pixels=3136),
+                        "{question}\nThink inside <think></think>, then answer inside <answer></answer>.")
+    lengths = [enc.encode(r).length for r in load_jsonl(tiny_gym / "train.jsonl")]
+    vlm = SequenceParallelVLM(model, None, 90)
+    assert min(lengths) <= 90 < max(lengths)  # both kinds in the gym
+    assert [vlm.is_long(enc.encode(r)) for r in load_jsonl(tiny_gym / "train.jsonl")] == [n > 90 for n in lengths]

@@ -147,7 +147,7 @@ class Pipeline:
                                    freeze_vision=m.freeze_vision)
             if m.gradient_checkpointing:
                 model.gradient_checkpointing_enable()
-        return VLM(model), processor
+        return self.dims.vlm(model), processor
 
     def encoder(self, processor) -> PromptEncoder:
         return PromptEncoder(processor, self.cfg.video, self.cfg.prompt.template, self.cfg.prompt.system, self.device)

@@ -176,6 +176,17 @@ class ParallelDims:
             g.copy_(flat[offset : offset + n].view_as(g))
             offset += n
 
+    def vlm(self, model: torch.nn.Module) -> Any:
+        """The model as the trainers see it: a plain ``VLM``, or with ``sp > 1`` one whose prompts longer than
+        ``sp_threshold`` tokens run sequence-parallel over this rank's SP group (MR-SP)."""
+        if self.sp == 1:
+            from reelrl.models.vlm import VLM
+
+            return VLM(model)
+        from reelrl.dist.sp_model import SequenceParallelVLM
+
+        return SequenceParallelVLM(model, self.sp_group, self.sp_threshold)
+
     def barrier(self) -> None:
         if self.world > 1:
             dist.barrier()

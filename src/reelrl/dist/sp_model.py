@@ -454,3 +454,73 @@ def measure_peak_memory(fn: Callable[[], Any]) -> dict[str, int]:
     with TensorMemoryTracker() as mem:
         fn()
     return {"tensor_peak": mem.peak, "rss_growth": max(0, peak_rss_bytes() - before)}
+
+
+# --------------------------------------------------------------------------- the trainer's view
+class SequenceParallelVLM(VLM):
+    """A :class:`VLM` whose long prompts run MR-SP over an SP group; short prompts run as on one process.
+
+    A prompt is long when it holds more than ``threshold`` tokens. For a long
+    prompt, :meth:`encode_vision` is :func:`sp_encode_vision`, :meth:`prefill`
+    is :func:`sp_prefill` (decoding then continues on every rank from the full
+    cache) and :meth:`completion_logits` is :func:`sp_completion_logits`;
+    :meth:`completion_logits_many` scores the long prompts of a batch one by
+    one this way and the short ones together. Every rank of the SP group works
+    on the same prompts in the same order (the trainers share work over the
+    data-parallel ranks only), so the collectives match; replicated gradients
+    are then averaged over the SP group (:meth:`reelrl.dist.parallel.ParallelDims.reduce_gradients`).
+    The trainers see only the VLM interface: long and short prompts share a step.
+    """
+
+    def __init__(self, model: nn.Module, group: env.Group, threshold: int) -> None:
+        super().__init__(model)
+        self.sp_group, self.threshold = group, threshold
+        self._passes = {"encode": 0, "prefill": 0, "score": 0}
+
+    def is_long(self, prompt: EncodedPrompt) -> bool:
+        return prompt.length > self.threshold
+
+    def metrics(self) -> dict[str, float]:
+        """Sequence-parallel passes since the last call (``sp/encode``, ``sp/prefill``, ``sp/score``)."""
+        out = {f"sp/{k}": float(v) for k, v in self._passes.items()}
+        self._passes = dict.fromkeys(self._passes, 0)
+        return out
+
+    def encode_vision(self, prompt: EncodedPrompt) -> dict[str, BaseModelOutputWithPooling]:
+        if self.is_long(prompt):
+            self._passes["encode"] += 1
+            return sp_encode_vision(self, prompt, self.sp_group)
+        return super().encode_vision(prompt)
+
+    def prefill(self, prompt: EncodedPrompt, vision=None, copies: int = 1) -> tuple[Tensor, DynamicCache]:
+        if not self.is_long(prompt):
+            return super().prefill(prompt, vision, copies)
+        self._passes["prefill"] += 1
+        last, cache = sp_prefill(self, prompt, vision, self.sp_group)  # [1, V]
+        if copies > 1:  # the naive baseline's copies: the same cache, repeated
+            cache.batch_repeat_interleave(copies)
+        return last.expand(copies, -1), cache  # [copies, V]
+
+    def completion_logits(
+        self, prompt: EncodedPrompt, completions: Tensor, vision=None, share_prefix: bool = True
+    ) -> Tensor:
+        if self.is_long(prompt):
+            self._passes["score"] += 1
+            return sp_completion_logits(self, prompt, completions, vision, self.sp_group)  # [G, T, V]
+        return super().completion_logits(prompt, completions, vision, share_prefix)
+
+    def completion_logits_many(
+        self, prompts: list[EncodedPrompt], completions: list[Tensor], visions: list | None = None
+    ) -> list[Tensor]:
+        visions = visions if visions is not None else [None] * len(prompts)
+        out: list[Tensor | None] = [None] * len(prompts)
+        short = [i for i, p in enumerate(prompts) if not self.is_long(p)]
+        for i, p in enumerate(prompts):
+            if self.is_long(p):
+                out[i] = self.completion_logits(p, completions[i], visions[i])  # [G_i, T_i, V]
+        if short:
+            many = super().completion_logits_many([prompts[i] for i in short], [completions[i] for i in short],
+                                                  [visions[i] for i in short])
+            for i, logits in zip(short, many):
+                out[i] = logits  # [G_i, T_i, V]
+        return out  # type: ignore[return-value]

@@ -59,6 +59,10 @@ class VLM:
         self.core = _find_core(self.model)
         self.has_mrope = hasattr(self.core, "get_rope_index")
 
+    def metrics(self) -> dict[str, float]:
+        """Counters of how the passes since the last call ran (none here; see the sequence-parallel VLM)."""
+        return {}
+
     def vision_tower(self) -> torch.nn.Module | None:
         return getattr(self.core, "visual", None) or getattr(self.core, "vision_tower", None)
 

@@ -354,7 +354,7 @@ class RLTrainer(StageTrainer):
             if self.step_idx % self.rl.log_samples_every == 0:
                 self.log_samples(groups)
         return {**metrics, **_rollout_metrics(seen), **self.dims.mean_metrics(self.hooks.metrics()),
-                **self.timer.pop(), **self._vision_cache_metrics(), "lr": self.sched.get_last_lr()[0]}
+                **self.timer.pop(), **self._vision_cache_metrics(), **self.vlm.metrics(), "lr": self.sched.get_last_lr()[0]}
 
     def log_samples(self, groups: list[Group]) -> None:
         """Append every rank's trained groups of this step to ``samples.jsonl`` (rank 0 writes, in step order)."""
