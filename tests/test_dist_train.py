@@ -246,3 +246,13 @@ def test_sequence_parallel_vlm_routes_only_long_prompts(tiny_model_dir, tiny_gym
     vlm = SequenceParallelVLM(model, None, 90)
     assert min(lengths) <= 90 < max(lengths)  # both kinds in the gym
     assert [vlm.is_long(enc.encode(r)) for r in load_jsonl(tiny_gym / "train.jsonl")] == [n > 90 for n in lengths]
+
+
+def test_fsdp_two_processes_equal_one(one_and_two):
+    """parallel.fsdp=true (FSDP2 fully_shard per decoder layer / vision block, gloo): SFT then RL as one process."""
+    one, _, start_dir, base, tmp = one_and_two
+    recipe = _recipe(base, tmp, "fsdp", stages=["sft", "rl"])
+    _run(["train", str(recipe), f"output_dir={tmp / 'fsdp2'}", "parallel.fsdp=true"], nproc=2)
+    _assert_close_weights(one / "0-sft" / "model", tmp / "fsdp2" / "0-sft" / "model", _weights(start_dir))
+    assert _samples(one / "1-rl") == _samples(tmp / "fsdp2" / "1-rl")
+    _assert_close_weights(one / "1-rl" / "model", tmp / "fsdp2" / "1-rl" / "model", _weights(one / "0-sft" / "model"))

@@ -29,6 +29,7 @@ from rich.table import Table
 from reelrl.config import ConfigError, RecipeConfig, read_recipe, save_config
 from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import VideoRow, load_jsonl
+from reelrl.dist.fsdp import shard_model
 from reelrl.dist.parallel import ParallelDims, init_parallel
 from reelrl.eval.runner import evaluate, print_eval
 from reelrl.models.load import apply_lora, freeze_vision_tower, load_model_and_processor
@@ -199,12 +200,16 @@ class Pipeline:
             return ReferencePolicy(vlm, None)
         ref_model, _ = self.load(for_training=False)
         ref_model.model.requires_grad_(False)
+        if self.dims.fsdp:
+            shard_model(ref_model.wrapped, self.dims)
         return ReferencePolicy(vlm, ref_model)
 
     def stage_train(self, kind: str, stage_dir: Path, resume: bool, stop_after: int | None) -> dict | None:
         """A training stage (``sft``, ``rl``, ``dpo``): its trainer run by the stage loop; None when stopped early."""
         trainer_cls = TRAINERS[kind]
         vlm, processor = self.load(for_training=True)
+        if self.dims.fsdp:
+            shard_model(vlm.wrapped, self.dims)
         reference = self._reference(vlm) if trainer_cls.needs_reference(self.cfg) else None
         trainer = trainer_cls(self.cfg, vlm, processor.tokenizer, self.encoder(processor), load_rows(self.cfg, "train"),
                               stage_dir, reference, dims=self.dims)

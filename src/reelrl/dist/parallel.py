@@ -78,6 +78,8 @@ class ParallelDims:
     dp: int = 1
     sp: int = 1
     fsdp: bool = False
+    mixed_precision: bool = True
+    cpu_offload: bool = False
     sp_threshold: int = 16384
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dp_group: Any = None
@@ -222,8 +224,11 @@ def init_parallel(cfg: ParallelConfig, device: str = "auto") -> ParallelDims:
         dev = torch.device(device)
         if dev.type == "cuda" and dev.index is None and world > 1:
             dev = torch.device("cuda", env.local_rank())
-    dims = ParallelDims(world=world, rank=rank, local_rank=env.local_rank(), dp=dp, sp=sp, fsdp=cfg.fsdp,
-                        sp_threshold=cfg.sp_threshold, device=dev)
+    if cfg.fsdp and sp > 1:
+        raise ValueError("parallel.fsdp with parallel.sp > 1 is not supported: MR-SP needs a replicated policy")
+    dims = ParallelDims(world=world, rank=rank, local_rank=env.local_rank(), dp=dp, sp=sp,
+                        fsdp=cfg.fsdp and world > 1, mixed_precision=cfg.mixed_precision,
+                        cpu_offload=cfg.cpu_offload, sp_threshold=cfg.sp_threshold, device=dev)
     if world > 1:
         for d in range(dp):  # every rank creates every group, in the same order
             group = dist.new_group(list(range(d * sp, (d + 1) * sp)))

@@ -111,6 +111,10 @@ def save_final_model(model, processor, out_dir: Path, dims: ParallelDims = _ONE)
     full = None
     if dims.fsdp and dims.world > 1:  # every rank takes part in gathering the shards
         full, _ = get_state_dict(model, [], options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        config = getattr(model, "config", None)
+        if getattr(config, "tie_word_embeddings", False) or getattr(getattr(config, "text_config", None),
+                                                                    "tie_word_embeddings", False):
+            full.pop("lm_head.weight", None)  # tied to the input embeddings, as save_pretrained writes it
     if dims.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         to_save = model

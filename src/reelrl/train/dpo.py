@@ -106,8 +106,9 @@ class DPOTrainer(StageTrainer):
         path = self.stage_dir / "pairs.pt"
         if path.is_file():
             return torch.load(path, weights_only=False)
-        pairs = [p for _, p in sorted((x for part in self.dims.gather(self.collect_pairs()) for x in part),
-                                      key=lambda x: x[0])]
+        with self.full_weights():
+            mine = self.collect_pairs()
+        pairs = [p for _, p in sorted((x for part in self.dims.gather(mine) for x in part), key=lambda x: x[0])]
         if self.dims.is_main:
             self.stage_dir.mkdir(parents=True, exist_ok=True)
             torch.save(pairs, path)
@@ -190,17 +191,23 @@ class DPOTrainer(StageTrainer):
         self.vlm.model.train()
         batch = self.data.next_batch(self.step_idx)
         sums: Counter = Counter()
+        mine = [(j, 1.0) for j in self.dims.share(batch)]
+        if self.dims.fsdp:  # as many forward/backward passes on every rank: extra ones weigh 0
+            mine += [(batch[0], 0.0)] * (int(self.dims.max(len(mine))) - len(mine))
         with self.timer("update"):
-            for j in self.dims.share(batch):
+            for j, weight in mine:
                 out = self._loss(self.pairs[j], float(len(batch)))
                 self.check_finite(out.loss, f"on pair {j}")
-                out.loss.backward()
-                for k, val in out.metrics.items():  # losses are already divided by the batch's pair count
+                (out.loss * weight).backward()
+                for k, val in out.metrics.items() if weight else ():  # losses are already divided by the pair count
                     sums[k] += val if k.endswith("_loss") else val / len(batch)
             norm = self.optimizer_step()
         sums = self.dims.sum_metrics(dict(sums))
         return {**{f"dpo/{k}": float(v) for k, v in sums.items()}, **self.pair_counts, "grad_norm": norm,
                 "lr": self.sched.get_last_lr()[0], **self.timer.pop()}
+
+    def frozen_models(self) -> list[torch.nn.Module]:
+        return [self.reference.copy.wrapped] if self.reference.copy is not None else []
 
     def status(self, metrics: dict[str, float]) -> str:
         return f"loss {metrics.get('dpo/dpo_loss', float('nan')):.3f}"

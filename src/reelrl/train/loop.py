@@ -24,6 +24,7 @@ import torch
 
 from reelrl.config import CheckpointConfig, OptimConfig, RecipeConfig
 from reelrl.data.prompts import PromptEncoder
+from reelrl.dist.fsdp import full_weights
 from reelrl.dist.parallel import ParallelDims
 from reelrl.models.vlm import VLM
 from reelrl.monitor.metrics import MetricsLogger, Timer
@@ -88,6 +89,14 @@ class StageTrainer:
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
         return norm
+
+    def frozen_models(self) -> list[torch.nn.Module]:
+        """Other models the stage runs forward passes of (the frozen reference copy, if any)."""
+        return []
+
+    def full_weights(self):
+        """Context in which FSDP-sharded models hold full weights (rollouts, no-grad passes); a no-op otherwise."""
+        return full_weights(self.vlm.wrapped, *self.frozen_models())
 
     def check_finite(self, loss: torch.Tensor, where: str) -> None:
         """Stop the run on a non-finite loss, naming the step and ``where`` it arose."""

@@ -41,4 +41,6 @@ def clip_and_norm(params, max_norm: float | None) -> float:
     if not params:
         return 0.0
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm else float("inf"))
+    if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor holding the global norm
+        norm = norm.full_tensor()
     return float(norm)

@@ -288,13 +288,20 @@ class RLTrainer(StageTrainer):
                 mb = [g for g in groups if g.key in keys]
                 active = [g for g in mb if not self._inert(g)]
                 n_active = self.dims.sum(len(active))
-                for chunk in self._chunks(active):
-                    losses = [self._group_loss(g, logp, logits, norms, sums, n_active)
+                chunks = [(c, 1.0) for c in self._chunks(active)]
+                if self.dims.fsdp:  # as many forward/backward passes on every rank: extra ones weigh 0
+                    if not groups:
+                        raise RuntimeError(f"step {self.step_idx}: rank {self.dims.rank} has no group to run")
+                    chunks += [([groups[0]], 0.0)] * (int(self.dims.max(len(chunks))) - len(chunks))
+                for chunk, weight in chunks:
+                    into = sums if weight else {}
+                    losses = [self._group_loss(g, logp, logits, norms, into, n_active)
                               for g, (logp, logits) in zip(chunk, self._policy_logp(chunk, grad=True))]
-                    torch.stack(losses).sum().backward()
+                    (torch.stack(losses).sum() * weight).backward()
                 if not active:  # the gradient of the skipped groups: zero (the optimizer still steps)
                     for p in self.params:
-                        p.grad = torch.zeros_like(p)
+                        if p.grad is None:  # (FSDP's reduce-scatter may already have put other ranks' here)
+                            p.grad = torch.zeros_like(p)
                 skipped += len(mb) - len(active)
                 grad_norms.append(self.optimizer_step())
         n_updates = self.rl.ppo_epochs * math.ceil(len(kept) / per_mb)
@@ -343,12 +350,18 @@ class RLTrainer(StageTrainer):
         return out.loss
 
     # ------------------------------------------------------------------ loop
+    def frozen_models(self) -> list[torch.nn.Module]:
+        copy = self.reference.copy if self.reference is not None else None
+        return [copy.wrapped] if copy is not None else []
+
     def train_step(self) -> dict[str, float]:
-        groups, kept, seen = self.gather()
+        with self.full_weights():
+            groups, kept, seen = self.gather()
         metrics: dict[str, float] = {"batch/groups": float(len(kept))}
         if kept:  # a group filter may drop every group of the step: then nothing is updated
             self.advantages(groups, kept)
-            self.reference_pass(groups)
+            with self.full_weights():
+                self.reference_pass(groups)
             with self.timer("update"):
                 metrics.update(self.update(groups, kept))
             if self.step_idx % self.rl.log_samples_every == 0:
