@@ -21,7 +21,8 @@ checkpoint files (tokenizer, chat template, ``video_preprocessor_config.json`` o
    same permutation as ``Qwen2VLVideoProcessor.patchify``;
 3. expand the chat template's single ``<|video_pad|>`` into ``t*h*w / merge**2``
    pads (Qwen2-VL / Qwen2.5-VL), or into per-frame-group
-   ``<{t:.1f} seconds><|vision_start|>pads<|vision_end|>`` blocks (Qwen3-VL);
+   ``<{t:.1f} seconds><|vision_start|>pads<|vision_end|>`` blocks that replace the
+   template's whole ``<|vision_start|><|video_pad|><|vision_end|>`` (Qwen3-VL);
 4. ``second_per_grid_ts = temporal_patch_size / fps`` (Qwen2.5-VL only: it
    spaces the temporal M-RoPE ids by ``tokens_per_second * second_per_grid_ts``)
    and ``mm_token_type_ids`` (0 text, 1 image, 2 video), which the 5.x forward
@@ -407,7 +408,13 @@ def encode_prompt(
     n_slots = text.count(processor.video_token)
     if n_slots != 1:
         raise ValueError(f"chat template produced {n_slots} {processor.video_token} slots for one video")
-    text = text.replace(processor.video_token, processor.video_placeholder(grid, frame_times))
+    slot = processor.video_token
+    wrapped = processor.vision_start_token + slot + processor.vision_end_token
+    if processor.timestamps_in_text and wrapped in text:
+        # Qwen3-VL: every frame group carries its own vision_start/end, so the template's outer pair is
+        # replaced with the slot (Qwen3VLProcessor; transformers >= 5.25 and the original Qwen3-VL release)
+        slot = wrapped
+    text = text.replace(slot, processor.video_placeholder(grid, frame_times))
     ids = torch.tensor([processor.tokenizer(text)["input_ids"]], dtype=torch.long)  # [1, P]
     n_video = int((ids == processor.video_token_id).sum())
     expected = grid[0] * grid[1] * grid[2] // spec.merge_size**2
