@@ -21,9 +21,10 @@ from reelrl.models.embed_cache import (
 )
 from reelrl.models.load import freeze_vision_tower, load_model_and_processor
 from reelrl.models.vlm import VLM, token_logprobs
-from reelrl.rollout.hf import SamplingParams, generate_group, make_generators
+from reelrl.rollout.hf import SamplingParams, make_generators
 from reelrl.train.rl import RLTrainer
 from reelrl.video.sample import VideoSampling
+from tests.engine_for_tests import generate_group
 
 SAMPLING = VideoSampling(nframes=16, min_pixels=3136, max_pixels=3136)
 

@@ -13,11 +13,11 @@ from reelrl.rollout.hf import (
     SamplingParams,
     _filter_top_p,
     decode_groups,
-    generate_group,
     make_generators,
     prefill_group,
 )
 from reelrl.video.sample import VideoSampling
+from tests.engine_for_tests import generate_group
 
 
 @pytest.fixture(scope="module")

@@ -339,6 +339,17 @@ class DPOConfig(_Strict):
     verifier: VerifierConfig = Field(default_factory=VerifierConfig)
 
 
+class RolloutConfig(_Strict):
+    """What generates completions for every stage: RL rollouts, DPO's sampled pairs, evaluation."""
+
+    engine: str = Field(
+        "kv_cache",
+        description="Registered rollout engine (reelrl.rollout.engine.ROLLOUT_ENGINES); kv_cache = the policy in "
+        "this process: one prefill per prompt, its KV cache forked G ways, batched decoding.",
+    )
+    engine_kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of the engine.")
+
+
 class EvalConfig(_Strict):
     """Greedy evaluation on a split."""
 
@@ -390,6 +401,7 @@ class RecipeConfig(_Strict):
     rl: RLConfig = Field(default_factory=RLConfig)
     dpo: DPOConfig = Field(default_factory=DPOConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     parallel: ParallelConfig = Field(

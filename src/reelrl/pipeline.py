@@ -36,6 +36,7 @@ from reelrl.models.load import apply_lora, freeze_vision_tower, load_model_and_p
 from reelrl.models.vlm import VLM
 from reelrl.monitor.metrics import MetricsLogger
 from reelrl.rewards import RewardSpec
+from reelrl.rollout.engine import build_engine
 from reelrl.seeding import seed_everything
 from reelrl.train.catalog import check_recipe
 from reelrl.train.dpo import DPOTrainer
@@ -226,7 +227,8 @@ class Pipeline:
         try:
             res = evaluate(vlm, processor.tokenizer, encoder, rows, sampling, specs, stage_dir,
                            self.cfg.logging.progress, title=f"eval ({label})", batch_size=self.cfg.eval.batch_size,
-                           dims=self.dims)
+                           dims=self.dims, engine=build_engine(self.cfg.rollout.engine, vlm, self.cfg.rl.share_prefix,
+                                                               **self.cfg.rollout.engine_kwargs))
         finally:
             encoder.close()
         if self.dims.is_main:

@@ -6,6 +6,7 @@ the valid ones. The trainer looks functions up by name and never branches on it.
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable, Generic, TypeVar
 
 F = TypeVar("F", bound=Callable)
@@ -42,6 +43,28 @@ class Registry(Generic[F]):
             raise KeyError(
                 f"unknown {self.kind} {name!r}; valid names: {', '.join(sorted(self._items))}"
             ) from None
+
+    def resolve(self, name: str) -> F:
+        """A registered name, or ``"module.path:attribute"``: a component of the user's own, imported.
+
+        Recipes name user components this way (a reward, a rollout engine) without registering them.
+        """
+        if ":" not in name:
+            return self.get(name)
+        module_name, _, attr = name.partition(":")
+        if not module_name or not attr:
+            raise ValueError(f"{self.kind} {name!r}: expected 'module.path:attribute'")
+        try:
+            obj = importlib.import_module(module_name)
+        except ImportError as e:
+            raise ImportError(f"{self.kind} {name!r}: cannot import module {module_name!r} ({e})") from e
+        for part in attr.split("."):
+            if not hasattr(obj, part):
+                raise AttributeError(f"{self.kind} {name!r}: module {module_name!r} has no attribute {attr!r}")
+            obj = getattr(obj, part)
+        if not callable(obj):
+            raise TypeError(f"{self.kind} {name!r}: {attr!r} is not callable")
+        return obj  # type: ignore[return-value]
 
     def trait(self, name: str, key: str, default: object = None) -> object:
         """A trait the function ``name`` was registered with, or ``default``."""

@@ -17,7 +17,8 @@ from reelrl.dist.parallel import ParallelDims
 from reelrl.models.vlm import VLM
 from reelrl.monitor.progress import progress_bar
 from reelrl.rewards import RewardSpec, compute_rewards
-from reelrl.rollout.hf import SamplingParams, decode_groups, prefill_group
+from reelrl.rollout.engine import GenerationRequest, KVCacheEngine, RolloutEngine
+from reelrl.rollout.hf import SamplingParams
 
 
 @torch.no_grad()
@@ -33,6 +34,7 @@ def evaluate(
     title: str = "eval",
     batch_size: int = 32,
     dims: ParallelDims | None = None,
+    engine: RolloutEngine | None = None,
 ) -> dict:
     """Greedy-decode every row, ``batch_size`` rows per decode batch.
 
@@ -41,24 +43,24 @@ def evaluate(
     :func:`score_samples` for the keys of the returned summary. Under data
     parallelism each rank decodes every dp-th row; the samples are gathered
     in row order, every rank returns the same summary and rank 0 writes the files.
+    ``engine`` generates (default: :class:`~reelrl.rollout.engine.KVCacheEngine` on ``vlm``).
     """
     dims = dims if dims is not None else ParallelDims()
+    engine = engine if engine is not None else KVCacheEngine(vlm)
     vlm.model.eval()
     greedy = SamplingParams(**{**sampling.__dict__, "temperature": 0.0})
     mine = dims.share(list(enumerate(rows)))
     local: list[tuple[int, VideoRow, str, int]] = []
     with progress_bar(title, len(mine), progress and dims.is_main) as bar:
         for s in range(0, len(mine), batch_size):
-            batch, prefills = [], []
+            batch, requests = [], []
             for i, row in mine[s : s + batch_size]:
                 prompt = encoder.try_encode(row)
                 bar.advance()
                 if prompt is not None:
                     batch.append((i, row))
-                    prefills.append(prefill_group(vlm, prompt, 1, vlm.encode_vision(prompt)))
-            if not prefills:
-                continue
-            for (i, row), ro in zip(batch, decode_groups(vlm, prefills, greedy)):
+                    requests.append(GenerationRequest(prompt, 1, None, vlm.encode_vision(prompt)))
+            for (i, row), ro in zip(batch, engine.generate(requests, greedy)):
                 text = tokenizer.decode(ro.tokens[0, : int(ro.lengths[0])], skip_special_tokens=True)
                 local.append((i, row, text, int(ro.lengths[0])))
     samples = [(row, text, n) for _, row, text, n in sorted(x for part in dims.gather(local) for x in part)]

@@ -9,7 +9,6 @@ in :data:`~reelrl.rewards.functions.REWARDS`, or imported when written as
 
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -38,23 +37,7 @@ class RewardSpec:
 
 def resolve_reward(name: str) -> RewardFn:
     """The reward function for ``name``: registry name, or ``"module.path:function"`` to import."""
-    if ":" not in name:
-        return REWARDS.get(name)
-    module_name, _, attr = name.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"reward {name!r}: expected 'module.path:function'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise ImportError(f"reward {name!r}: cannot import module {module_name!r} ({e})") from e
-    fn = module
-    for part in attr.split("."):
-        if not hasattr(fn, part):
-            raise AttributeError(f"reward {name!r}: module {module_name!r} has no attribute {attr!r}")
-        fn = getattr(fn, part)
-    if not callable(fn):
-        raise TypeError(f"reward {name!r}: {attr!r} is not callable")
-    return fn  # type: ignore[return-value]
+    return REWARDS.resolve(name)
 
 
 def _as_float(value: Any, name: str, row: int) -> float:

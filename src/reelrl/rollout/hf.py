@@ -182,22 +182,6 @@ def decode_groups(
     return rollouts
 
 
-def generate_group(
-    vlm: VLM,
-    prompt: EncodedPrompt,
-    n: int,
-    params: SamplingParams,
-    generators: list[torch.Generator] | None = None,
-    vision=None,
-    share_prefix: bool = True,
-) -> Rollout:
-    """Sample ``n`` completions of ``prompt``: one prefill, KV cache forked ``n`` ways, batched decoding.
-
-    ``share_prefix=False`` is the naive baseline (see :func:`prefill_group`).
-    """
-    return decode_groups(vlm, [prefill_group(vlm, prompt, n, vision, share_prefix)], params, [generators])[0]
-
-
 def make_generators(seed: int, n: int, device: str | torch.device = "cpu") -> list[torch.Generator]:
     """``n`` independent generators seeded ``seed*1000003 + i`` (one per sequence of a group)."""
     gens = []

@@ -38,6 +38,7 @@ from reelrl.config import ConfigError, RecipeConfig, RLConfig
 from reelrl.data.curriculum import ROW_SOURCES
 from reelrl.registry import Registry
 from reelrl.rewards import resolve_reward
+from reelrl.rollout.engine import ROLLOUT_ENGINES
 from reelrl.train.augments import AUGMENTS
 
 __all__ = ["check_recipe", "resolved_beta"]
@@ -184,6 +185,14 @@ def check_recipe(cfg: RecipeConfig) -> RecipeConfig:
     for i, r in enumerate(cfg.rl.rewards):
         _check_reward(c, f"rl.rewards[{i}]", r.name, r.kwargs)
     _check_dpo(c, cfg)
+    r = cfg.rollout
+    try:
+        engine = ROLLOUT_ENGINES.resolve(r.engine)
+    except Exception as e:  # noqa: BLE001 - unknown name, import error, not callable
+        c.errors.append(f"rollout.engine: {_message(e)}")
+    else:
+        if c.reserved("rollout.engine_kwargs", r.engine_kwargs, {"share_prefix": "set rl.share_prefix"}):
+            c.bind("rollout.engine_kwargs", engine, None, share_prefix=True, **r.engine_kwargs)
     if c.errors:
         raise ConfigError(f"invalid recipe {cfg.name!r}:\n" + "\n".join(f"  {e}" for e in c.errors))
     return cfg

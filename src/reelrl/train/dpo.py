@@ -46,7 +46,8 @@ from reelrl.dist.parallel import ParallelDims
 from reelrl.models.vlm import VLM, EncodedPrompt, token_logprobs
 from reelrl.monitor.progress import progress_bar
 from reelrl.rewards import RewardSpec, compute_rewards
-from reelrl.rollout.hf import SamplingParams, generate_group, make_generators
+from reelrl.rollout.engine import GenerationRequest
+from reelrl.rollout.hf import SamplingParams, make_generators
 from reelrl.seeding import rng, seed_of
 from reelrl.train.loop import StageTrainer
 from reelrl.train.policy import ReferencePolicy, sampling_params
@@ -149,8 +150,7 @@ class DPOTrainer(StageTrainer):
                     continue
                 vision = self.vlm.encode_vision(prompt)
                 gens = make_generators(seed_of(self.cfg.seed, TAG_DPO, k), d.rollouts_per_prompt, self.vlm.device)
-                ro = generate_group(self.vlm, prompt, d.rollouts_per_prompt, sampling, gens, vision,
-                                    share_prefix=self.cfg.rl.share_prefix)
+                ro = self.engine.generate([GenerationRequest(prompt, d.rollouts_per_prompt, gens, vision)], sampling)[0]
                 seqs = [ro.tokens[j, : int(n)].tolist() for j, n in enumerate(ro.lengths)]
                 texts = [self.tok.decode(s, skip_special_tokens=True) for s in seqs]
                 cols = {key: [val] * len(texts) for key, val in row.model_dump().items()}

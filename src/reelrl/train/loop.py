@@ -29,6 +29,7 @@ from reelrl.dist.parallel import ParallelDims
 from reelrl.models.vlm import VLM
 from reelrl.monitor.metrics import MetricsLogger, Timer
 from reelrl.monitor.progress import progress_bar
+from reelrl.rollout.engine import RolloutEngine, build_engine
 from reelrl.train.checkpoint import (
     list_checkpoints,
     load_checkpoint,
@@ -49,7 +50,8 @@ class DataPosition(Protocol):
 class StageTrainer:
     """Base of the SFT, RL and DPO trainers: the model, its optimizer and the step counter.
 
-    Subclasses set ``title``, call :meth:`setup_optimizer`, set ``total_steps``
+    Stages that generate use ``self.engine`` (the recipe's ``rollout.engine``,
+    :mod:`reelrl.rollout.engine`). Subclasses set ``title``, call :meth:`setup_optimizer`, set ``total_steps``
     and ``data`` (a :class:`DataPosition`), and implement :meth:`train_step`.
     """
 
@@ -67,6 +69,8 @@ class StageTrainer:
         self.dims = dims if dims is not None else ParallelDims()
         self.stage_dir = Path(stage_dir)
         self.params = [p for p in vlm.wrapped.parameters() if p.requires_grad]
+        self.engine: RolloutEngine = build_engine(cfg.rollout.engine, vlm, cfg.rl.share_prefix,
+                                                  **cfg.rollout.engine_kwargs)
         self.timer = Timer()
         self.step_idx = 0
         self.total_steps = 0
@@ -79,7 +83,8 @@ class StageTrainer:
         self.sched = make_scheduler(self.opt, max(1, total_updates), optim)
 
     def optimizer_step(self) -> float:
-        """Reduce the gradient over the ranks, clip it, step the optimizer and the schedule, clear the gradient.
+        """Reduce the gradient over the ranks, clip it, step the optimizer and the schedule, clear the gradient,
+        and let the rollout engine pick up the new weights.
 
         Returns the global gradient norm before clipping (the same on every rank).
         """
@@ -88,6 +93,7 @@ class StageTrainer:
         self.opt.step()
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
+        self.engine.sync_weights()
         return norm
 
     def frozen_models(self) -> list[torch.nn.Module]:

@@ -48,7 +48,8 @@ from reelrl.dist.parallel import ParallelDims
 from reelrl.models.embed_cache import VideoEmbeddingCache
 from reelrl.models.vlm import VLM, EncodedPrompt, token_entropy, token_logprobs
 from reelrl.rewards import RewardSpec, compute_rewards
-from reelrl.rollout.hf import decode_groups, make_generators, prefill_group
+from reelrl.rollout.engine import GenerationRequest
+from reelrl.rollout.hf import make_generators
 from reelrl.seeding import seed_of
 from reelrl.train.catalog import resolved_beta
 from reelrl.train.groups import Group, GroupStats, PromptView
@@ -119,8 +120,7 @@ class RLTrainer(StageTrainer):
         return out
 
     def _rollout_batch(self, requests: list[RolloutRequest]) -> list[Group | None]:
-        ready: list[tuple[int, EncodedPrompt, dict | None, list[torch.Generator]]] = []
-        prefills = []
+        ready: list[tuple[int, GenerationRequest]] = []
         for j, (view, _, key, n) in enumerate(requests):
             n = n or self.rl.group_size
             with self.timer("decode"):
@@ -129,19 +129,15 @@ class RLTrainer(StageTrainer):
                 continue
             with torch.no_grad(), self.timer("encode"):
                 vision = self._encode_vision(prompt) if self.rl.cache_vision else None
-            with self.timer("rollout"):
-                prefills.append(prefill_group(self.vlm, prompt, n, vision, self.rl.share_prefix))
-            seed = seed_of(self.cfg.seed, self.step_idx, *key)
-            ready.append((j, prompt, vision, make_generators(seed, n, self.vlm.device)))
+            gens = make_generators(seed_of(self.cfg.seed, self.step_idx, *key), n, self.vlm.device)
+            ready.append((j, GenerationRequest(prompt, n, gens, vision)))
         out: list[Group | None] = [None] * len(requests)
-        if not ready:
-            return out
-        with self.timer("rollout"):
-            rollouts = decode_groups(self.vlm, prefills, self.sampling, [gens for *_, gens in ready])
-        for (j, prompt, vision, _), ro in zip(ready, rollouts):
+        with torch.no_grad(), self.timer("rollout"):
+            rollouts = self.engine.generate([r for _, r in ready], self.sampling)
+        for (j, req), ro in zip(ready, rollouts):
             view, index, key, _ = requests[j]
             texts = [self.tok.decode(t[: int(k)], skip_special_tokens=True) for t, k in zip(ro.tokens, ro.lengths)]
-            out[j] = Group(view.row, prompt, vision, ro, texts, index=index, key=key, view=view)
+            out[j] = Group(view.row, req.prompt, req.vision, ro, texts, index=index, key=key, view=view)
         return out
 
     def collect(self, indices: list[int]) -> tuple[list[Group], list[GroupStats]]:
