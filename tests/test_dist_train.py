@@ -153,6 +153,18 @@ def test_resume_two_processes_on_one_stays_within_tolerance(one_and_two):
     assert _samples(tmp / "full" / "0-rl") == _samples(tmp / "part" / "0-rl")
 
 
+def test_resume_one_process_on_two_stays_within_tolerance(one_and_two):
+    one, _, _, base, tmp = one_and_two
+    recipe = _recipe(base, tmp, "rl_only", stages=["rl"], model={"path": str(one / "0-sft" / "model")})
+    if not (tmp / "full" / "0-rl" / "model").is_dir():
+        _run(["train", str(recipe), f"output_dir={tmp / 'full'}"])
+    _run(["train", str(recipe), f"output_dir={tmp / 'grow'}", "--stop-after", "1"])
+    assert (tmp / "grow" / "0-rl" / "checkpoint-1").is_dir() and not (tmp / "grow" / "0-rl" / "model").exists()
+    _run(["train", str(recipe), f"output_dir={tmp / 'grow'}", "--resume"], nproc=2)  # 1 -> 2 processes
+    _assert_close_weights(tmp / "full" / "0-rl" / "model", tmp / "grow" / "0-rl" / "model")
+    assert _samples(tmp / "full" / "0-rl") == _samples(tmp / "grow" / "0-rl")
+
+
 def test_sigkill_then_resume_is_bitwise_at_the_same_world_size(one_and_two):
     """Kill a 2-process run with SIGKILL once its first checkpoint exists, resume it with 2: the same weights."""
     one, two, _, base, tmp = one_and_two
@@ -229,6 +241,21 @@ def test_sequence_parallel_rl_equals_one_process(one_and_two):
     assert sum(m["sp/encode"] for m in m2) > 0 and sum(m["sp/score"] for m in m2) > 0
     _assert_close_weights(tmp / "sp1" / "0-rl" / "model", tmp / "sp2" / "0-rl" / "model",
                           _weights(one / "0-sft" / "model"))
+
+
+def test_sequence_parallel_sft_equals_one_process(one_and_two):
+    """sp=2 through the SFT trainer: examples whose prompt exceeds the threshold score their target with MR-SP."""
+    one, _, start_dir, base, tmp = one_and_two
+    recipe = _recipe(base, tmp, "sp_sft", stages=["sft"])
+    _run(["train", str(recipe), f"output_dir={tmp / 'sp_sft'}", "parallel.sp=2", "parallel.sp_threshold=90"], nproc=2)
+    m1 = [json.loads(x) for x in (one / "0-sft" / "metrics.jsonl").read_text().splitlines()]
+    m2 = [json.loads(x) for x in (tmp / "sp_sft" / "0-sft" / "metrics.jsonl").read_text().splitlines()]
+    assert len(m1) == len(m2) == 2
+    for x, y in zip(m1, m2):
+        for key in ("sft/loss", "grad_norm", "sft/tokens"):
+            assert x[key] == pytest.approx(y[key], rel=1e-5), key
+    assert 0 < sum(m["sp/score"] for m in m2) < 8  # some of the 8 examples ran sequence-parallel, not all
+    _assert_close_weights(one / "0-sft" / "model", tmp / "sp_sft" / "0-sft" / "model", _weights(start_dir))
 
 
 def test_sequence_parallel_vlm_routes_only_long_prompts(tiny_model_dir, tiny_gym):

@@ -15,9 +15,9 @@ from reelrl.config import config_from_dict
 from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import DataError, load_jsonl
 from reelrl.models.load import load_model_and_processor
-from reelrl.models.vlm import VLM
+from reelrl.models.vlm import VLM, collate, labelled_nll
 from reelrl.pipeline import Pipeline
-from reelrl.train.sft import SFTTrainer, collate, sft_loss
+from reelrl.train.sft import SFTTrainer
 
 
 def _weights(model_dir: Path) -> dict[str, torch.Tensor]:
@@ -99,7 +99,7 @@ def test_sft_accumulation_invariance_and_learning(recipe_dict, tmp_path):
         for b in batches:
             batch = collate(b, trainer.pad_id)
             labels = batch.pop("labels")
-            loss = sft_loss(model(**batch, use_cache=False).logits, labels, tokens)
+            loss = labelled_nll(model(**batch, use_cache=False).logits, labels) / tokens
             loss.backward()
             total += float(loss.detach())
         return total, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
@@ -179,3 +179,42 @@ def test_nan_loss_raises_with_row(recipe_dict, monkeypatch):
     monkeypatch.setitem(LOSSES._items, "grpo", nan_loss)
     with pytest.raises(FloatingPointError, match="non-finite loss .* on row train-"):
         Pipeline(config_from_dict(recipe_dict)).run()
+
+
+def test_sft_example_as_prompt_and_completion_scores_the_same_nll(recipe_dict, tmp_path):
+    """What the sequence-parallel SFT path computes (prompt + labelled tail as a completion) equals the full forward."""
+    from reelrl.models.vlm import token_logprobs
+
+    trainer, model = _sft_setup(recipe_dict, tmp_path, 4)
+    vlm = trainer.vlm
+    for i in range(2):
+        ex = trainer._example(i)
+        full = vlm.sft_nll([ex], trainer.pad_id)
+        prompt, target = vlm.sft_prompt(ex)  # target [1, A]
+        assert prompt.length + target.shape[1] == ex["input_ids"].shape[1]
+        logits = vlm.completion_logits(prompt, target, None, share_prefix=False)  # [1, A, V]
+        split = -token_logprobs(logits, target).sum()
+        assert float(full) > 1.0 and abs(float(full) - float(split)) < 1e-4 * float(full)
+    bad = dict(ex, labels=ex["input_ids"].clone())  # every token labelled: no prompt
+    with pytest.raises(ValueError, match="one run at the end"):
+        vlm.sft_prompt(bad)
+
+
+def test_step_memory_metrics(recipe_dict, tmp_path):
+    """logging.memory: 'peak' logs the process RSS; 'tensors' the step's tensor peak, at least its logits' bytes."""
+    for mode in ("peak", "tensors"):
+        cfg = dict(recipe_dict, stages=["sft"], output_dir=str(tmp_path / mode), logging={"memory": mode,
+                   "tensorboard": False, "progress": False},
+                   sft=dict(recipe_dict["sft"], batch_size=4, micro_batch_size=4, epochs=1, max_rows=4))
+        pipe = Pipeline(config_from_dict(cfg))
+        pipe.run()
+        m = json.loads((tmp_path / mode / "0-sft" / "metrics.jsonl").read_text().splitlines()[0])
+        if mode == "peak":
+            assert 0.05 < m["memory/rss_gb"] < 24 and "memory/tensors_peak_mb" not in m
+            continue
+        model, processor = load_model_and_processor(recipe_dict["model"]["path"])
+        enc = PromptEncoder(processor, pipe.cfg.video, pipe.cfg.prompt.template)
+        rows = load_jsonl(recipe_dict["data"]["train"])[:4]
+        width = max(enc.encode(r).length for r in rows)  # prompts only: the conversations are longer still
+        logits_mb = 4 * width * model.config.text_config.vocab_size * 4 / 2**20
+        assert m["memory/tensors_peak_mb"] > logits_mb, (m["memory/tensors_peak_mb"], logits_mb)

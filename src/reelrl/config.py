@@ -364,6 +364,12 @@ class LoggingConfig(_Strict):
     wandb: bool = Field(False, description="Also log to Weights & Biases if it is installed.")
     wandb_project: str = "reelrl"
     progress: bool = Field(True, description="Rich progress bars.")
+    memory: Literal["off", "peak", "tensors"] = Field(
+        "peak",
+        description="Peak memory metrics of every step, the largest over the ranks (reelrl.monitor.memory): peak = "
+        "CUDA allocator peak (memory/cuda_peak_gb) and process RSS (memory/rss_gb), free; tensors = peak live "
+        "bytes of the tensors created in the step (memory/tensors_peak_mb), any device, slow (for benchmarks).",
+    )
 
 
 class CheckpointConfig(_Strict):

@@ -65,48 +65,17 @@ Deviations from LongVILA-R1's MR-SP and from one-process transformers:
 - Qwen3-VL's deepstack features (vision features added inside the first
   decoder layers) are not supported: ``NotImplementedError``.
 
-Measuring activation memory per rank on CPU (for benchmarks)
-------------------------------------------------------------
-torch has no CPU caching allocator, so ``torch.cpu`` exposes no memory stats
-(``torch.cuda.max_memory_allocated`` has no CPU counterpart), and ``tracemalloc``
-sees only Python objects, not tensor storages. What works:
-
-1. :class:`TensorMemoryTracker` (here): a ``TorchDispatchMode`` that records the
-   storage of every tensor an op creates under it, frees it when the storage is
-   garbage collected, and keeps the peak of the live bytes. Parameters and
-   inputs made before entering are not counted, so the peak is the activation +
-   temporary + gradient memory of the pass; the backward is seen too (the
-   autograd engine keeps the mode active). Exact up to views (counted once per
-   storage) and tensors made outside dispatch. ``torch.distributed._tools.mem_tracker.MemTracker``
-   (a private torch API) implements the same idea with module attribution.
-2. ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (:func:`peak_rss_bytes`) in a
-   *fresh* process, read before and after the pass: an upper bound that also
-   includes allocator fragmentation and memory not returned by glibc; only
-   meaningful as a difference when the pass sets a new high-water mark.
-
-:func:`measure_peak_memory` runs a callable under both and returns the numbers.
-Example (tests/test_dist.py's tiny Qwen2.5-VL, S = 525 + 256, G = 4, float32,
-forward + backward of :func:`sp_completion_logprobs`): tracker peak 35.0 MB on
-one process (``MemTracker``: 34.6 MB activations + temporaries), 18.4 / 21.9 MB
-per rank with 2 ranks, 9.5 - 12.5 MB with 4. The last rank is highest: it holds
-the completion positions and their vocabulary-size logits. ``rss_growth`` read
-0 in those spawned workers, because building the model and encoding the video
-had already set a higher RSS mark than the pass: prefer the tracker.
+Memory per rank is what ``logging.memory`` reports for every step
+(:mod:`reelrl.monitor.memory`; ``benchmarks/scaling.py`` measures it for long videos).
 """
 
 from __future__ import annotations
 
-import resource
-import sys
-import weakref
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
@@ -385,77 +354,6 @@ def sp_prefill(
     return logits, cache
 
 
-# --------------------------------------------------------------------------- memory measurement
-class TensorMemoryTracker(TorchDispatchMode):
-    """Live and peak bytes of the tensor storages created by ops inside the block (any device, CPU included).
-
-    Usage::
-
-        with TensorMemoryTracker() as mem:
-            loss = f(); loss.backward()
-        mem.peak  # bytes
-
-    Every op output's untyped storage is counted once (views share it) from its
-    creation until it is garbage collected. Tensors created before the block
-    (weights, inputs) are not counted; gradients accumulated into ``.grad``
-    during the block are. Collective outputs allocated by the caller (e.g.
-    ``torch.empty_like``) are counted like any other op output.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.live = 0
-        self.peak = 0
-        self._seen: dict[int, int] = {}  # id of a live storage -> its bytes
-
-    def _add(self, t: Tensor) -> None:
-        try:
-            storage = t.untyped_storage()
-        except (NotImplementedError, RuntimeError):
-            return
-        nbytes = storage.nbytes()
-        if nbytes == 0:
-            return
-        key = id(storage)  # storages keep one Python object while alive, so the id is stable
-        if key in self._seen:
-            return
-        self._seen[key] = nbytes
-        self.live += nbytes
-        self.peak = max(self.peak, self.live)
-        weakref.finalize(storage, self._free, key)
-
-    def _free(self, key: int) -> None:
-        self.live -= self._seen.pop(key, 0)
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
-        out = func(*args, **(kwargs or {}))
-        for leaf in tree_flatten(out)[0]:
-            if isinstance(leaf, Tensor):
-                self._add(leaf)
-        return out
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident set size so far (``ru_maxrss``; KiB on Linux, bytes on macOS)."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(rss) if sys.platform == "darwin" else int(rss) * 1024
-
-
-def measure_peak_memory(fn: Callable[[], Any]) -> dict[str, int]:
-    """Run ``fn()`` (e.g. one forward + backward) and report its peak memory on this rank.
-
-    Returns ``{"tensor_peak": bytes}`` (:class:`TensorMemoryTracker`: peak live
-    bytes of tensors created during ``fn``, the activation / temporary / gradient
-    memory) and ``{"rss_growth": bytes}`` (growth of the process's peak RSS during
-    ``fn``; meaningful only in a fresh process whose high-water mark ``fn``
-    raises, e.g. one spawned per measurement with :func:`reelrl.dist.env.spawn_local`).
-    """
-    before = peak_rss_bytes()
-    with TensorMemoryTracker() as mem:
-        fn()
-    return {"tensor_peak": mem.peak, "rss_growth": max(0, peak_rss_bytes() - before)}
-
-
 # --------------------------------------------------------------------------- the trainer's view
 class SequenceParallelVLM(VLM):
     """A :class:`VLM` whose long prompts run MR-SP over an SP group; short prompts run as on one process.
@@ -467,7 +365,8 @@ class SequenceParallelVLM(VLM):
     :meth:`completion_logits_many` scores the long prompts of a batch one by
     one this way and the short ones together. Every rank of the SP group works
     on the same prompts in the same order (the trainers share work over the
-    data-parallel ranks only), so the collectives match; replicated gradients
+    data-parallel ranks only); SFT examples whose prompt is long score their
+    labelled tail as a completion (:meth:`sft_nll`), so the collectives match; replicated gradients
     are then averaged over the SP group (:meth:`reelrl.dist.parallel.ParallelDims.reduce_gradients`).
     The trainers see only the VLM interface: long and short prompts share a step.
     """
@@ -508,6 +407,18 @@ class SequenceParallelVLM(VLM):
             self._passes["score"] += 1
             return sp_completion_logits(self, prompt, completions, vision, self.sp_group)  # [G, T, V]
         return super().completion_logits(prompt, completions, vision, share_prefix)
+
+    def sft_nll(self, examples: list[dict[str, Tensor]], pad_id: int) -> Tensor:
+        """Summed NLL of the SFT examples: long ones as prompt + labelled completion through
+        :func:`sp_completion_logprobs` (one by one), the short ones in one ordinary forward."""
+        long = [e for e in examples if self.is_long(self.sft_prompt(e)[0])]
+        short = [e for e in examples if not any(e is x for x in long)]
+        total = super().sft_nll(short, pad_id) if short else torch.zeros((), device=self.device)
+        for e in long:
+            self._passes["score"] += 1
+            prompt, target = self.sft_prompt(e, self.device)  # target [1, A]
+            total = total - sp_completion_logprobs(self, prompt, target, None, self.sp_group).sum()
+        return total
 
     def completion_logits_many(
         self, prompts: list[EncodedPrompt], completions: list[Tensor], visions: list | None = None

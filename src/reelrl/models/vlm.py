@@ -20,8 +20,12 @@ from torch import Tensor
 from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from reelrl.models.processing import IGNORE_INDEX
+
 # Keys of the processor output that describe the video (everything but the text).
 VISION_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+# Token tensors of an SFT example and their padding value (None: the tokenizer's pad id).
+PAD_KEYS = {"input_ids": None, "attention_mask": 0, "labels": IGNORE_INDEX, "mm_token_type_ids": 0}
 
 
 @dataclass
@@ -345,6 +349,40 @@ class VLM:
         return out.logits[:, :-1, :]  # [G, T, V]
 
 
+    # ------------------------------------------------------------- supervised
+    def sft_nll(self, examples: list[dict[str, Tensor]], pad_id: int) -> Tensor:
+        """Summed next-token NLL of the labelled tokens of SFT ``examples`` (``encode_sft_example`` dicts): scalar.
+
+        One right-padded forward over the whole conversations (:func:`collate`);
+        the model builds the 3D RoPE positions from ``mm_token_type_ids``.
+        """
+        dev = self.device
+        batch = collate(examples, pad_id)
+        labels = batch.pop("labels").to(dev)  # [B, L]
+        out = self.model(**{k: v.to(dev) for k, v in batch.items()}, use_cache=False)
+        return labelled_nll(out.logits, labels)
+
+    @staticmethod
+    def sft_prompt(example: dict[str, Tensor], device: torch.device | None = None) -> tuple[EncodedPrompt, Tensor]:
+        """An SFT example as a prompt (its unlabelled head) and a completion ``[1, A]`` (its labelled tail).
+
+        ``-log p(completion | prompt)`` summed is :meth:`sft_nll` of the example;
+        the completion scorers (e.g. sequence-parallel ones) compute it this way.
+        Raises ValueError when the labelled tokens are not one run at the end.
+        """
+        ids, labels = example["input_ids"], example["labels"]  # [1, L]
+        keep = labels[0] != IGNORE_INDEX  # [L]
+        p = int((~keep).sum())
+        if p == 0 or not bool(keep[p:].all()) or bool(keep[:p].any()):
+            raise ValueError("SFT example: the labelled tokens must be one run at the end of the sequence")
+        dev = device if device is not None else ids.device
+        vision = {k: example[k].to(dev) for k in VISION_KEYS if k in example}
+        tt = example.get("mm_token_type_ids")
+        prompt = EncodedPrompt(key="sft", input_ids=ids[:, :p].to(dev), vision_inputs=vision,
+                               mm_token_type_ids=tt[:, :p].to(dev) if tt is not None else None)
+        return prompt, ids[:, p:].to(dev)  # [1, A]
+
+
 @dataclass
 class BatchPrefill:
     """Several prompts prefilled in one left-padded batch (see :meth:`VLM.prefill_batch`)."""
@@ -381,3 +419,31 @@ def token_entropy(logits: Tensor) -> Tensor:
     with torch.no_grad():
         logp = torch.log_softmax(logits.float(), dim=-1)  # [N, T, V]
         return -(logp.exp() * logp).sum(-1)  # [N, T]
+
+
+def collate(examples: list[dict[str, Tensor]], pad_id: int) -> dict[str, Tensor]:
+    """Right-pad the token tensors of SFT examples ``[1, L_i] -> [B, L]`` and concatenate their video tensors."""
+    width = max(int(e["input_ids"].shape[1]) for e in examples)
+    out: dict[str, Tensor] = {}
+    for key, fill in PAD_KEYS.items():
+        if key not in examples[0]:
+            continue
+        fill = pad_id if fill is None else fill
+        rows = []
+        for e in examples:
+            t = e[key]  # [1, L_i]
+            pad = torch.full((1, width - t.shape[1]), fill, dtype=t.dtype)  # [1, L - L_i]
+            rows.append(torch.cat([t, pad], dim=1))
+        out[key] = torch.cat(rows, dim=0)  # [B, L]
+    for key in VISION_KEYS:
+        if key in examples[0]:
+            out[key] = torch.cat([e[key] for e in examples], dim=0)
+    return out
+
+
+def labelled_nll(logits: Tensor, labels: Tensor) -> Tensor:
+    """Summed next-token NLL of ``labels [B, L]`` (IGNORE_INDEX where no loss) under ``logits [B, L, V]``: scalar, float32."""
+    shift_logits = logits[:, :-1, :].float()  # [B, L-1, V]
+    shift_labels = labels[:, 1:]  # [B, L-1]
+    return torch.nn.functional.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=IGNORE_INDEX,
+                                             reduction="sum")

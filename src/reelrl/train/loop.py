@@ -9,7 +9,7 @@ of steps, the object whose state is the data position, and a status line.
    optimizer, scheduler, data position, RNG states); without it, refuse a
    stage directory that already holds checkpoints;
 2. step until ``total_steps`` (or ``stop_after`` more steps), logging every
-   step's metrics and saving a checkpoint every ``checkpoint.every`` steps;
+   step's metrics (with its peak memory, ``logging.memory``) and saving a checkpoint every ``checkpoint.every`` steps;
 3. stopped early: save a checkpoint (the run stays resumable) and return
    None; finished: save the final model (Auto-class loadable) and return the
    stage result. The prompt encoder's prefetch thread is stopped either way.
@@ -27,6 +27,7 @@ from reelrl.data.prompts import PromptEncoder
 from reelrl.dist.fsdp import full_weights
 from reelrl.dist.parallel import ParallelDims
 from reelrl.models.vlm import VLM
+from reelrl.monitor.memory import StepMemory
 from reelrl.monitor.metrics import MetricsLogger, Timer
 from reelrl.monitor.progress import progress_bar
 from reelrl.rollout.engine import RolloutEngine, build_engine
@@ -156,7 +157,9 @@ def fit(
     try:
         with progress_bar(trainer.title, trainer.total_steps, progress and dims.is_main, start=trainer.step_idx) as bar:
             while trainer.step_idx < trainer.total_steps and (stop_after is None or stop_after > 0):
-                last = trainer.train_step()
+                with StepMemory(trainer.cfg.logging.memory, dims.device) as mem:
+                    last = trainer.train_step()
+                last.update({k: dims.max(v) for k, v in mem.metrics().items()})
                 trainer.step_idx += 1
                 logger.log(trainer.step_idx, last)
                 bar.advance(trainer.status(last))

@@ -1,10 +1,13 @@
 """CoT supervised fine-tuning: next-token loss on the assistant tokens of reasoning traces.
 
 The loss of an optimizer step is the mean over every labelled token of its
-whole batch (micro-batches are normalised by the global token count, so
-gradient accumulation does not change the result). Under data parallelism each
+whole batch: each micro-batch's summed NLL (:meth:`reelrl.models.vlm.VLM.sft_nll`)
+is divided by the token count of the whole batch, so gradient accumulation
+does not change the result. Under data parallelism each
 rank takes every dp-th row of the step's batch and the token count is summed
 over the ranks, so the summed gradients equal the one-process gradient.
+With ``parallel.sp > 1`` the examples whose prompt exceeds ``parallel.sp_threshold``
+tokens run sequence-parallel (MR-SP) like RL's long prompts.
 """
 
 from __future__ import annotations
@@ -12,8 +15,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from reelrl.config import RecipeConfig
@@ -23,37 +24,6 @@ from reelrl.data.schema import VideoRow
 from reelrl.dist.parallel import ParallelDims
 from reelrl.models.vlm import VLM
 from reelrl.train.loop import StageTrainer
-
-PAD_KEYS = {"input_ids": 0, "attention_mask": 0, "labels": -100, "mm_token_type_ids": 0}
-CAT_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
-
-
-def collate(examples: list[dict[str, Tensor]], pad_id: int) -> dict[str, Tensor]:
-    """Right-pad token tensors ``[1, L_i] -> [B, L]`` and concatenate the video tensors."""
-    width = max(int(e["input_ids"].shape[1]) for e in examples)
-    out: dict[str, Tensor] = {}
-    for key, fill in PAD_KEYS.items():
-        if key not in examples[0]:
-            continue
-        fill = pad_id if key == "input_ids" else fill
-        rows = []
-        for e in examples:
-            t = e[key]  # [1, L_i]
-            pad = torch.full((1, width - t.shape[1]), fill, dtype=t.dtype)  # [1, L - L_i]
-            rows.append(torch.cat([t, pad], dim=1))
-        out[key] = torch.cat(rows, dim=0)  # [B, L]
-    for key in CAT_KEYS:
-        if key in examples[0]:
-            out[key] = torch.cat([e[key] for e in examples], dim=0)
-    return out
-
-
-def sft_loss(logits: Tensor, labels: Tensor, num_tokens: float) -> Tensor:
-    """Summed next-token NLL over labelled positions divided by ``num_tokens``."""
-    shift_logits = logits[:, :-1, :].float()  # [B, L-1, V]
-    shift_labels = labels[:, 1:]  # [B, L-1]
-    nll = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=-100, reduction="sum")
-    return nll / num_tokens
 
 
 class SFTTrainer(StageTrainer):
@@ -101,19 +71,15 @@ class SFTTrainer(StageTrainer):
                 raise RuntimeError(f"SFT step {self.step_idx}: rank {self.dims.rank} read no video of its share")
             passes += [[]] * (int(self.dims.max(len(passes))) - len(passes))
         total = 0.0
-        dev = self.vlm.device
         with self.timer("update"):
             for k, part in enumerate(passes):
-                batch_t = collate(part or passes[0], self.pad_id)
-                labels = batch_t.pop("labels").to(dev)  # [b, L]
-                out = self.vlm.model(**{key: v.to(dev) for key, v in batch_t.items()}, use_cache=False)
-                loss = sft_loss(out.logits, labels, num_tokens) * (1.0 if part else 0.0)
+                loss = self.vlm.sft_nll(part or passes[0], self.pad_id) / num_tokens * (1.0 if part else 0.0)
                 self.check_finite(loss, f"in micro-batch {k}")
                 loss.backward()
                 total += float(loss.detach())
             norm = self.optimizer_step()
         return {"sft/loss": self.dims.sum(total), "sft/tokens": num_tokens, "grad_norm": norm,
-                "lr": self.sched.get_last_lr()[0], **self.timer.pop()}
+                "lr": self.sched.get_last_lr()[0], **self.timer.pop(), **self.vlm.metrics()}
 
     def status(self, metrics: dict[str, float]) -> str:
         return f"loss {metrics['sft/loss']:.3f}"
