@@ -219,28 +219,32 @@ def test_a_config_error_names_the_rank_and_stops_every_process(tmp_path, recipe_
     assert "reelrl/" not in proc.stderr  # no traceback from reelrl's code (torchrun reports the failed workers)
 
 
-def test_sequence_parallel_rl_equals_one_process(one_and_two):
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_sequence_parallel_rl_equals_one_process(one_and_two, share_prefix):
     """sp=2 through the trainer: prompts above the threshold run MR-SP, the others as usual, in one step.
 
     The gym prompts here hold 87 to 94 tokens; with ``sp_threshold`` 90 some are
     long and some short. Rollout tokens must be identical; the losses and
     entropies the trainer logs (from the SP log-probs and logits) and the
-    updated weights (from the SP gradients) equal the one-process run's.
+    updated weights (from the SP gradients) equal the one-process run's. Both
+    scoring paths: the SP prefill shared by the G completions (``share_prefix``)
+    and the G full rows sequence-parallel.
     """
     one, _, _, base, tmp = one_and_two
-    recipe = _recipe(base, tmp, "sp", stages=["rl"], model={"path": str(one / "0-sft" / "model")})
-    _run(["train", str(recipe), f"output_dir={tmp / 'sp1'}"])
-    _run(["train", str(recipe), f"output_dir={tmp / 'sp2'}", "parallel.sp=2", "parallel.sp_threshold=90"], nproc=2)
-    assert _samples(tmp / "sp1" / "0-rl") == _samples(tmp / "sp2" / "0-rl")
-    m1 = [json.loads(x) for x in (tmp / "sp1" / "0-rl" / "metrics.jsonl").read_text().splitlines()]
-    m2 = [json.loads(x) for x in (tmp / "sp2" / "0-rl" / "metrics.jsonl").read_text().splitlines()]
+    recipe = _recipe(base, tmp, f"sp-{share_prefix}", stages=["rl"], model={"path": str(one / "0-sft" / "model")})
+    a, b = tmp / f"sp1-{share_prefix}", tmp / f"sp2-{share_prefix}"
+    _run(["train", str(recipe), f"output_dir={a}", f"rl.share_prefix={share_prefix}"])
+    _run(["train", str(recipe), f"output_dir={b}", "parallel.sp=2", "parallel.sp_threshold=90",
+          f"rl.share_prefix={share_prefix}"], nproc=2)
+    assert _samples(a / "0-rl") == _samples(b / "0-rl")
+    m1 = [json.loads(x) for x in (a / "0-rl" / "metrics.jsonl").read_text().splitlines()]
+    m2 = [json.loads(x) for x in (b / "0-rl" / "metrics.jsonl").read_text().splitlines()]
     for x, y in zip(m1, m2):
         for key in ("loss/pg_loss", "loss/entropy", "loss/ratio_mean", "grad_norm", "reward/mean"):
             assert x[key] == pytest.approx(y[key], rel=1e-5, abs=1e-6), key
     assert 0 < sum(m["sp/prefill"] for m in m2) < 3 * 4  # some rollouts ran sequence-parallel, not all
     assert sum(m["sp/encode"] for m in m2) > 0 and sum(m["sp/score"] for m in m2) > 0
-    _assert_close_weights(tmp / "sp1" / "0-rl" / "model", tmp / "sp2" / "0-rl" / "model",
-                          _weights(one / "0-sft" / "model"))
+    _assert_close_weights(a / "0-rl" / "model", b / "0-rl" / "model", _weights(one / "0-sft" / "model"))
 
 
 def test_sequence_parallel_sft_equals_one_process(one_and_two):

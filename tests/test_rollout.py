@@ -121,6 +121,35 @@ def test_gradients_through_shared_prefix_equal_full_forward(setup):
     vlm.model.zero_grad()
 
 
+def test_gradient_checkpointing_never_drops_the_shared_prefix(tiny_model_dir, setup):
+    """Checkpointed layers drop the KV cache in training mode with gradients on (transformers' rule), so the
+    shared-prefix paths must score full sequences there: same logits and gradients as without checkpointing."""
+    _, processor, enc, rows = setup
+    model, _ = load_model_and_processor(tiny_model_dir)
+    vlm = VLM(model)
+    prompts = [enc.encode(rows[6]), enc.encode(rows[7])]
+    tokens = [torch.randint(0, 200, (3, 5), generator=torch.Generator().manual_seed(k)) for k in range(2)]  # [G, T]
+    results = []
+    for checkpointing in (False, True):
+        if checkpointing:
+            model.activation_checkpointing_enable()
+        model.train()
+        assert vlm.keeps_cache() is not checkpointing
+        model.zero_grad()
+        one = vlm.completion_logits(prompts[0], tokens[0])  # [G, T, V]
+        many = vlm.completion_logits_many(prompts, tokens)
+        loss = sum(token_logprobs(lg, t).sum() for lg, t in zip([one, *many], [tokens[0], *tokens]))
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append(([one.detach(), *(m.detach() for m in many)], grads))
+        with torch.no_grad():  # without gradients the cache is kept (rollouts, reference passes)
+            assert vlm.keeps_cache()
+    for a, b in zip(results[0][0], results[1][0]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    for n in results[0][1]:
+        torch.testing.assert_close(results[0][1][n], results[1][1][n], atol=1e-5, rtol=1e-4)
+
+
 def test_temporal_rope_input_reaches_every_pass(setup):
     vlm, processor, enc, rows = setup
     prompt = enc.encode(rows[5])

@@ -148,7 +148,7 @@ class Pipeline:
                 model = apply_lora(model, m.lora.r, m.lora.alpha, m.lora.dropout, m.lora.target_modules,
                                    freeze_vision=m.freeze_vision)
             if m.gradient_checkpointing:
-                model.gradient_checkpointing_enable()
+                model.activation_checkpointing_enable()  # non-reentrant (MR-SP replays Ulysses in it)
         return self.dims.vlm(model), processor
 
     def encoder(self, processor) -> PromptEncoder:

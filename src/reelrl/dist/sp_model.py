@@ -361,7 +361,12 @@ class SequenceParallelVLM(VLM):
     A prompt is long when it holds more than ``threshold`` tokens. For a long
     prompt, :meth:`encode_vision` is :func:`sp_encode_vision`, :meth:`prefill`
     is :func:`sp_prefill` (decoding then continues on every rank from the full
-    cache) and :meth:`completion_logits` is :func:`sp_completion_logits`;
+    cache) and :meth:`completion_logits` is, with ``share_prefix`` (the
+    default, as on one process), :func:`sp_prefill` of the prompt once followed
+    by the G completions run on every rank from the gathered cache -- the
+    prompt's activations are ``S/P`` per rank and it runs once, not G times --
+    else (or under gradient checkpointing, which drops caches)
+    :func:`sp_completion_logits` of the G full rows;
     :meth:`completion_logits_many` scores the long prompts of a batch one by
     one this way and the short ones together. Every rank of the SP group works
     on the same prompts in the same order (the trainers share work over the
@@ -403,10 +408,19 @@ class SequenceParallelVLM(VLM):
     def completion_logits(
         self, prompt: EncodedPrompt, completions: Tensor, vision=None, share_prefix: bool = True
     ) -> Tensor:
-        if self.is_long(prompt):
-            self._passes["score"] += 1
+        if not self.is_long(prompt):
+            return super().completion_logits(prompt, completions, vision, share_prefix)
+        self._passes["score"] += 1
+        if not (share_prefix and self.keeps_cache()):
             return sp_completion_logits(self, prompt, completions, vision, self.sp_group)  # [G, T, V]
-        return super().completion_logits(prompt, completions, vision, share_prefix)
+        g, t = completions.shape
+        last, cache = sp_prefill(self, prompt, vision, self.sp_group)  # [1, V]; full cache on every rank
+        first = last.unsqueeze(1).expand(g, 1, -1)  # [G, 1, V]
+        if t == 1:
+            return first
+        cache.batch_repeat_interleave(g)
+        rest = self.step(completions[:, :-1], cache, prompt, 0)  # [G, T-1, V]: replicated on the SP ranks
+        return torch.cat([first, rest], dim=1)  # [G, T, V]
 
     def sft_nll(self, examples: list[dict[str, Tensor]], pad_id: int) -> Tensor:
         """Summed NLL of the SFT examples: long ones as prompt + labelled completion through

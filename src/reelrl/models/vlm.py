@@ -237,8 +237,12 @@ class VLM:
         and all ``sum G_i`` completions run in one batch (right-padded to the
         longest). Gradients flow back through every prefix. Returns
         ``[G_i, T_i, V]`` per prompt, equal to the one-prompt passes up to
-        float rounding.
+        float rounding. Where a forward would drop the cache
+        (:meth:`keeps_cache`), each prompt is scored alone without a shared prefix.
         """
+        if not self.keeps_cache():
+            visions = visions if visions is not None else [None] * len(prompts)
+            return [self.completion_logits(p, c, v, share_prefix=False) for p, c, v in zip(prompts, completions, visions)]
         pre = self.prefill_batch(prompts, visions)
         sizes = [int(c.shape[0]) for c in completions]
         device = pre.logits.device
@@ -258,6 +262,18 @@ class VLM:
         else:
             logits = first
         return [lg[:, : c.shape[1]] for lg, c in zip(logits.split(sizes), completions)]  # [G_i, T_i, V]
+
+    def keeps_cache(self) -> bool:
+        """Whether a forward pass now writes its KV cache.
+
+        transformers' checkpointed decoder layers drop the cache (``cache=None``)
+        in training mode with gradients enabled, so a prefix prefilled there
+        would leave its completions attending to nothing; the shared-prefix
+        scoring paths check this and score the full sequences instead.
+        """
+        if not (self.model.training and torch.is_grad_enabled()):
+            return True
+        return not any(getattr(m, "gradient_checkpointing", False) is True for m in self.model.modules())
 
     def _vision_kwargs(self, prompt: EncodedPrompt, vision, n: int) -> dict:
         """Either cached embeddings (``mm_encoder_outputs``) or raw pixels for ``n`` prompt copies."""
@@ -322,10 +338,12 @@ class VLM:
 
         ``share_prefix`` prefills the prompt once and forks its KV cache for the G
         completions (gradients flow back through the shared prefix); otherwise the
-        prompt is repeated G times in one full forward pass (the reference path).
+        prompt is repeated G times in one full forward pass (the reference path),
+        which is also taken where a forward would drop the KV cache (gradient
+        checkpointing with gradients on, :meth:`keeps_cache`).
         """
         g, t = completions.shape
-        if share_prefix:
+        if share_prefix and self.keeps_cache():
             last, cache = self.prefill(prompt, vision)  # [1, V]
             cache.batch_repeat_interleave(g)
             first = last.unsqueeze(1).expand(g, 1, -1)  # [G, 1, V]
