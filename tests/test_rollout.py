@@ -10,7 +10,9 @@ from reelrl.data.schema import load_jsonl
 from reelrl.models.load import load_model_and_processor
 from reelrl.models.vlm import VLM, token_logprobs
 from reelrl.rollout.hf import (
+    Prefill,
     SamplingParams,
+    StopStrings,
     _filter_top_p,
     decode_groups,
     make_generators,
@@ -278,3 +280,44 @@ def test_many_prompt_logprobs_and_gradients_equal_one_prompt_passes(setup):
     for a, c, b in zip(pix, comps, many_lp):
         assert torch.allclose(token_logprobs(a, c), b, atol=1e-5)
     vlm.model.zero_grad()
+
+
+class _ScriptedVLM:
+    """Emits a fixed token script (greedy over one-hot logits): enough of the VLM interface for decode_groups."""
+
+    def __init__(self, script: list[int], vocab: int) -> None:
+        self.script, self.vocab, self.t = script, vocab, 0
+
+    def logits(self, n: int) -> torch.Tensor:
+        out = torch.zeros(n, self.vocab)  # [N, V]
+        out[:, self.script[min(self.t, len(self.script) - 1)]] = 1.0
+        self.t += 1
+        return out
+
+    def stack_prefills(self, prompts, caches, counts):
+        n = sum(counts)
+        return None, torch.ones(n, 1, dtype=torch.long), torch.zeros(n, dtype=torch.long)
+
+    def decode_step(self, tokens, cache, positions, mask):
+        return self.logits(tokens.shape[0]).unsqueeze(1)  # [N, 1, V]
+
+
+@pytest.mark.parametrize("text,stop_at", [
+    ("ok </answer> more", "ok </answer>"),  # the string spelled one character per token
+    ("x</answer>\nmore", "x</answer>"),
+    ("<answer>B</answ", None),  # never completed: runs to max_new_tokens
+])
+def test_stop_strings_match_decoded_text_of_any_tokenization(setup, text, stop_at):
+    _, processor, _, _ = setup
+    tok = processor.tokenizer
+    script = [tok.encode(ch, add_special_tokens=False)[0] for ch in text]  # one token per character
+    assert tok.decode(script) == text and len(script) > len(tok.encode(text, add_special_tokens=False))
+    vlm = _ScriptedVLM(script, len(tok))
+    params = SamplingParams(max_new_tokens=len(script) - 2, temperature=0.0, eos_ids=(tok.eos_token_id,),
+                            pad_id=tok.pad_token_id, stop_strings=StopStrings(tok, ["</answer>"]))
+    prefill = Prefill(prompt=None, n=2, logits=vlm.logits(2), cache=None)
+    (ro,) = decode_groups(vlm, [prefill], params)
+    n = len(stop_at) if stop_at else len(script) - 2
+    assert ro.lengths.tolist() == [n, n]
+    assert tok.decode(ro.tokens[0, :n].tolist()) == (stop_at or text[:n])
+    assert ro.truncated.tolist() == [stop_at is None] * 2

@@ -207,7 +207,11 @@ class RLConfig(_Strict):
     max_new_tokens: int = Field(64, ge=1)
     temperature: float = Field(1.0, ge=0.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    stop: list[str] = Field(default_factory=lambda: ["</answer>"], description="Extra stop strings besides EOS.")
+    stop: list[str] = Field(
+        default_factory=lambda: ["</answer>"],
+        description="Extra stop strings besides EOS, matched on the decoded text (any tokenization of the string "
+        "stops; the token completing it is kept).",
+    )
     rewards: list[RewardItem] = Field(
         default_factory=lambda: [RewardItem(name="accuracy"), RewardItem(name="format")]
     )

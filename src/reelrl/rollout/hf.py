@@ -19,6 +19,36 @@ from transformers.cache_utils import DynamicCache
 from reelrl.models.vlm import VLM, EncodedPrompt
 
 
+class StopStrings:
+    """Stop strings matched on decoded text, whatever tokens spell them.
+
+    A completion ends at the first token after which its decoded text contains
+    one of ``strings`` (the token that completes it is kept, even when it
+    carries characters past the string: " </answer>", "</answer>\n" and
+    "</answer>" split over several tokens all stop), as transformers'
+    ``StopStringCriteria`` and vLLM's ``stop`` do; vLLM additionally cuts the
+    text at the string, reelrl keeps whole tokens (the trained tokens are the
+    sampled ones). Only the last ``window`` tokens are decoded at each step: a
+    token spells at least one character unless it is special, and special
+    tokens are decoded too, so a string of ``c`` characters lies within the
+    last ``c + 1`` tokens once it completes.
+    """
+
+    def __init__(self, tokenizer, strings: tuple[str, ...] | list[str]) -> None:
+        self.strings = tuple(s for s in strings if s)
+        self.tokenizer = tokenizer
+        self.window = max((len(s) for s in self.strings), default=0) + 1
+
+    def __bool__(self) -> bool:
+        return bool(self.strings)
+
+    def hit(self, seq: list[int]) -> bool:
+        if not self.strings:
+            return False
+        text = self.tokenizer.decode(seq[-self.window :], skip_special_tokens=False)
+        return any(s in text for s in self.strings)
+
+
 @dataclass
 class SamplingParams:
     """How completions are drawn."""
@@ -28,6 +58,7 @@ class SamplingParams:
     top_p: float = 1.0
     eos_ids: tuple[int, ...] = ()
     stop_seqs: tuple[tuple[int, ...], ...] = ()  # token-id sequences that end a completion (kept in it)
+    stop_strings: StopStrings | None = None  # decoded-text stops (the recipe's rl.stop)
     pad_id: int = 0
     suppress_ids: tuple[int, ...] = ()  # never sampled (vision placeholders: a sampled one breaks the next pass)
 
@@ -159,7 +190,9 @@ def decode_groups(
         for i, tok in enumerate(nxt.tolist()):
             if not done[i]:
                 out[i].append(tok)
-                if any(_ends_with(out[i], s) for s in params.stop_seqs):
+                if any(_ends_with(out[i], s) for s in params.stop_seqs) or (
+                    params.stop_strings is not None and params.stop_strings.hit(out[i])
+                ):
                     finished[i] = True
         done = done | finished
         if bool(done.all()) or t == params.max_new_tokens - 1:

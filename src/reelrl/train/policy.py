@@ -7,7 +7,7 @@ from torch import Tensor
 
 from reelrl.config import RecipeConfig
 from reelrl.models.vlm import VLM, EncodedPrompt, token_logprobs
-from reelrl.rollout.hf import SamplingParams
+from reelrl.rollout.hf import SamplingParams, StopStrings
 from reelrl.train.groups import Group
 
 __all__ = ["ReferencePolicy", "sampling_params"]
@@ -58,7 +58,7 @@ def sampling_params(cfg: RecipeConfig, tokenizer, vlm: VLM, max_new_tokens: int 
         temperature=cfg.rl.temperature,
         top_p=cfg.rl.top_p,
         eos_ids=tuple(_eos_ids(tokenizer, vlm)),
-        stop_seqs=tuple(tuple(tokenizer.encode(s, add_special_tokens=False)) for s in cfg.rl.stop),
+        stop_strings=StopStrings(tokenizer, cfg.rl.stop),
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
         suppress_ids=tuple(_vision_token_ids(vlm)),
     )
