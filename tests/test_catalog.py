@@ -32,6 +32,7 @@ BAD = [
     (["rl.kl_estimator=k4"], r"rl.kl_estimator: unknown KL estimator 'k4'"),
     (["dpo.loss_kwargs.beta=0.2"], r"dpo.loss_kwargs.beta: not allowed here \(give the DPO beta as dpo.beta\)"),
     (["dpo.loss_kwargs.label_smoothing=0.7"], r"dpo.loss_kwargs: pair loss 'dpo': label_smoothing"),
+    (["parallel.fsdp=true", "parallel.sp=2"], r"parallel.*fsdp with parallel.sp > 1 is not supported"),
 ]
 
 

@@ -31,7 +31,7 @@ from typing import Any, Literal, Sequence, TypeVar
 
 import torch
 import torch.distributed as dist
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from reelrl.dist import env
 
@@ -66,6 +66,15 @@ class ParallelConfig(BaseModel):
     backend: Literal["auto", "gloo", "nccl"] = Field(
         "auto", description="Process-group backend; auto = nccl with CUDA, gloo otherwise."
     )
+
+    @model_validator(mode="after")
+    def _supported(self) -> "ParallelConfig":
+        if self.fsdp and self.sp > 1:
+            raise ValueError(
+                "parallel.fsdp with parallel.sp > 1 is not supported: MR-SP runs the language model's pieces "
+                "outside the policy's forward, which FSDP2 would not gather; use fsdp with sp=1, or sp without fsdp"
+            )
+        return self
 
 
 @dataclass
@@ -224,8 +233,6 @@ def init_parallel(cfg: ParallelConfig, device: str = "auto") -> ParallelDims:
         dev = torch.device(device)
         if dev.type == "cuda" and dev.index is None and world > 1:
             dev = torch.device("cuda", env.local_rank())
-    if cfg.fsdp and sp > 1:
-        raise ValueError("parallel.fsdp with parallel.sp > 1 is not supported: MR-SP needs a replicated policy")
     dims = ParallelDims(world=world, rank=rank, local_rank=env.local_rank(), dp=dp, sp=sp,
                         fsdp=cfg.fsdp and world > 1, mixed_precision=cfg.mixed_precision,
                         cpu_offload=cfg.cpu_offload, sp_threshold=cfg.sp_threshold, device=dev)
