@@ -330,6 +330,34 @@ def test_processor_save_roundtrip(tmp_path: Path, loaded) -> None:
     assert cfg["do_sample_frames"] is False and cfg["processor_class"] == "Qwen2_5_VLProcessor"
 
 
+def test_saved_processor_files_equal_the_base_checkpoints(tmp_path: Path, tiny_dir: Path) -> None:
+    """A base whose image and video processors differ (as the hub's do) is saved byte for byte."""
+    import shutil
+
+    from reelrl.models.processing import PROCESSOR_FILES
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_dir, base)
+    image = json.loads((base / "preprocessor_config.json").read_text())
+    image.update(min_pixels=3136, max_pixels=12845056, size={"shortest_edge": 3136, "longest_edge": 12845056})
+    (base / "preprocessor_config.json").write_text(json.dumps(image, indent=1))
+    video = json.loads((base / "video_preprocessor_config.json").read_text())
+    video.update(video_processor_type="Qwen3VLVideoProcessor", fps=2, min_frames=4, max_frames=768,
+                 do_sample_frames=True)
+    (base / "video_preprocessor_config.json").write_text(json.dumps(video))
+    processor = ReelProcessor.from_pretrained(base)
+    out = tmp_path / "saved"
+    written = processor.save_pretrained(out)
+    assert "preprocessor_config.json" in written and "video_preprocessor_config.json" in written
+    for name in PROCESSOR_FILES:
+        if (base / name).is_file():
+            assert (out / name).read_bytes() == (base / name).read_bytes(), name
+    note = json.loads((out / "processor_source.json").read_text())
+    assert note["copied_from"] == str(base) and note["changed"] == []
+    again = ReelProcessor.from_pretrained(out, family="qwen2_5_vl")
+    assert again.spec == processor.spec and again.chat_template == processor.chat_template
+
+
 def test_qwen3_layout_puts_timestamps_in_text(loaded) -> None:
     _, p25 = loaded
     p3 = ReelProcessor(p25.tokenizer, CHAT_TEMPLATE, p25.spec, family="qwen3_vl")

@@ -144,7 +144,7 @@ def test_default_budget_is_qwen_vl_utils_on_a_long_video() -> None:
     total_pixels = int(128000 * 28 * 28 * 0.9) = 90316800;
     per-frame max_pixels = max(min(768 * 28 * 28, total_pixels / nframes * 2), int(128 * 28 * 28 * 1.05)).
     """
-    cfg = VideoSampling(nframes=600)
+    cfg = VideoSampling(nframes=600).resolve(28, 2)
     assert (cfg.min_pixels, cfg.max_pixels, cfg.total_pixels) == (100352, 602112, 90316800)
     info = info_of(36000, fps=30.0, height=1080, width=1920)  # 20 minutes of 1080p
     assert num_sampled_frames(info, cfg) == 600
@@ -168,6 +168,39 @@ def test_default_budget_is_qwen_vl_utils_on_a_long_video() -> None:
     assert frame_size(info_of(36000, fps=30.0, height=448, width=448), cfg, 600) == (448, 448)
 
 
+def test_defaults_follow_the_checkpoint_factor_as_qwen_vl_utils_0_0_14() -> None:
+    """fetch_video(image_patch_size=16) (Qwen3-VL: factor 32), by hand.
+
+    min 128 * 32 * 32 = 131072, max 768 * 32 * 32 = 786432, total int(128000 * 32 * 32 * 0.9) = 117964800.
+    """
+    cfg = VideoSampling(nframes=600).resolve(32, 2)
+    assert (cfg.size_factor, cfg.frame_factor) == (32, 2)
+    assert (cfg.min_pixels, cfg.max_pixels, cfg.total_pixels) == (131072, 786432, 117964800)
+    info = info_of(36000, fps=30.0, height=1080, width=1920)
+    # 117964800 / 600 * 2 = 393216 (= 384 * 32 * 32); 1080x1920: beta = sqrt(2073600 / 393216) = 2.2964,
+    # 1080 / beta = 470.3 -> floor to 32: 448; 1920 / beta = 836.1 -> 832
+    assert frame_max_pixels(cfg, 600) == 393216
+    assert frame_size(info, cfg, 600) == (448, 832)
+    # explicit settings win over the checkpoint's defaults; a resolved config resolves to itself
+    mine = VideoSampling(nframes=8, min_pixels=64 * 64, max_pixels=64 * 64, total_pixels=None).resolve(32, 2)
+    assert (mine.min_pixels, mine.max_pixels, mine.total_pixels) == (4096, 4096, None)
+    assert mine.resolve(32, 2) == mine
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(size_factor=28), r"video.size_factor=28 does not fit .*multiples of 32"),
+        (dict(size_factor=16), r"video.size_factor=16 does not fit"),
+        (dict(frame_factor=3), r"video.frame_factor=3 does not fit .*temporal patch is 2"),
+    ],
+)
+def test_factor_that_the_checkpoint_cannot_use_is_an_error(kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        VideoSampling(**kwargs).resolve(32, 2)
+    assert VideoSampling(size_factor=64).resolve(32, 2).size_factor == 64  # a multiple is fine
+
+
 def test_default_budget_leaves_short_videos_unchanged() -> None:
     info = info_of(120, height=1080, width=1920)
     for n in (16, 64, 300):  # 90316800 / 300 * 2 = 602112: the cap is max_pixels itself up to 300 frames
@@ -179,7 +212,7 @@ def test_default_budget_leaves_short_videos_unchanged() -> None:
 def test_quickstart_frame_size_is_untouched_by_the_budget() -> None:
     from reelrl.pipeline import load_recipe
 
-    cfg = load_recipe("quickstart", []).video
+    cfg = load_recipe("quickstart", []).video.resolve(28, 2)
     assert (cfg.nframes, cfg.min_pixels, cfg.max_pixels, cfg.total_pixels) == (16, 3136, 3136, 90316800)
     info = info_of(16, fps=4.0, height=56, width=56)  # the quickstart gym: 16 frames of 56 x 56
     n = num_sampled_frames(info, cfg)

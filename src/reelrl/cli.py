@@ -44,14 +44,15 @@ def _load(recipe: str | Path, overrides: list[str] | None) -> RecipeConfig:
         raise  # unreachable
 
 
-def _run(cfg: RecipeConfig, resume: bool, stop_after: int | None, model: str | None = None) -> dict:
+def _run(cfg: RecipeConfig, resume: bool, stop_after: int | None, model: str | None = None,
+         label: str = "base") -> dict:
     from reelrl.data.schema import DataError
     from reelrl.pipeline import Pipeline
     from reelrl.video.decode import VideoError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return Pipeline(cfg, model_path=model).run(resume=resume, stop_after=stop_after)
+        return Pipeline(cfg, model_path=model, label=label).run(resume=resume, stop_after=stop_after)
     except (DataError, VideoError, ConfigError, FileExistsError, FileNotFoundError) as e:
         _fail(str(e))
         raise
@@ -117,17 +118,53 @@ def sft(recipe: str, overrides: Optional[list[str]] = OVERRIDES, resume: bool = 
     _run(cfg, resume, stop_after)
 
 
+def model_label(model: str | Path) -> str:
+    """How results name a model directory: ``RUN/STAGE`` for a reelrl stage model, else the directory name."""
+    p = Path(model).expanduser()
+    if p.name == "model" and p.parent.name:
+        return f"{p.parent.parent.name}/{p.parent.name}" if p.parent.parent.name else p.parent.name
+    return p.name or str(p)
+
+
+def eval_dir(cfg: RecipeConfig, label: str, out: Path | None, overwrite: bool) -> Path:
+    """Where ``reelrl eval`` writes: ``out``, or ``<runs>/eval-<recipe>-<model label>``; never a training run."""
+    run = out if out is not None else cfg.run_dir().parent / f"eval-{cfg.name}-{label.replace('/', '-')}"
+    saved = run / "config.yaml"
+    if saved.is_file() and not overwrite:
+        import yaml
+
+        stages = (yaml.safe_load(saved.read_text()) or {}).get("stages")
+        if stages != ["eval"]:
+            _fail(f"{run} holds a run with stages {stages}, not an evaluation: reelrl eval does not write into it "
+                  "(pass --out DIR, or --overwrite to write there anyway)")
+    return run
+
+
 @app.command("eval")
 def eval_(recipe: str, overrides: Optional[list[str]] = OVERRIDES,
-          model: Optional[str] = typer.Option(None, help="Model directory (default: the recipe's model.path).")) -> None:
-    """Greedy evaluation of a model on the recipe's eval split."""
+          model: Optional[str] = typer.Option(None, help="Model directory (default: the recipe's model.path)."),
+          out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: "
+                                             "<runs>/eval-<recipe>-<model>)."),
+          overwrite: bool = typer.Option(False, "--overwrite", help="Write into --out even if a training run "
+                                         "created it.")) -> None:
+    """Greedy evaluation of a model on the recipe's eval split, in a directory of its own.
+
+    Results are labelled by the model (``RUN/STAGE`` for a reelrl stage
+    model); the frames are sampled for that model's processor (its patch
+    factors, qwen-vl-utils' pixel defaults for them) unless the recipe or the
+    command line sets them. Nothing unused is built: with ``--model`` the
+    recipe's tiny checkpoint is not.
+    """
     cfg = _load(recipe, overrides)
     cfg.stages = ["eval"]
+    label = model_label(model or cfg.model.path)
+    cfg.output_dir = str(eval_dir(cfg, label, out, overwrite))
     if (cfg.run_dir() / "0-eval" / "done.json").exists():
         import shutil
 
         shutil.rmtree(cfg.run_dir() / "0-eval")
-    _run(cfg, False, None, model)
+    console.print(f"[bold]reelrl[/] eval of {label} on {cfg.eval.split}; results in {cfg.run_dir()}")
+    _run(cfg, False, None, model, label)
 
 
 @app.command()

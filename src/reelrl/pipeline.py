@@ -122,7 +122,8 @@ class Pipeline:
     ``done.json`` files and final models.
     """
 
-    def __init__(self, cfg: RecipeConfig, model_path: str | None = None, dims: ParallelDims | None = None) -> None:
+    def __init__(self, cfg: RecipeConfig, model_path: str | None = None, dims: ParallelDims | None = None,
+                 label: str = "base") -> None:
         self.cfg = check_recipe(cfg)
         try:
             self.dims = dims if dims is not None else init_parallel(cfg.parallel, cfg.device)
@@ -133,6 +134,7 @@ class Pipeline:
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
         self.model_path = model_path or cfg.model.path
+        self.label = label  # names the starting model in results ("base", or the model evaluated)
         self.console = Console(quiet=not self.dims.is_main)
 
     # ----------------------------------------------------------------- model
@@ -151,8 +153,17 @@ class Pipeline:
                 model.activation_checkpointing_enable()  # non-reentrant (MR-SP replays Ulysses in it)
         return self.dims.vlm(model), processor
 
-    def encoder(self, processor) -> PromptEncoder:
-        return PromptEncoder(processor, self.cfg.video, self.cfg.prompt.template, self.cfg.prompt.system, self.device)
+    def encoder(self, processor, stage_dir: Path | None = None) -> PromptEncoder:
+        """The prompt encoder of a stage; its video sampling resolved for the checkpoint (saved in ``stage_dir``)."""
+        try:
+            enc = PromptEncoder(processor, self.cfg.video, self.cfg.prompt.template, self.cfg.prompt.system,
+                                self.device)
+        except ValueError as e:
+            raise ConfigError(f"{self.model_path}: {e}") from None
+        if stage_dir is not None and self.dims.is_main:
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            (stage_dir / "video_sampling.json").write_text(enc.video.model_dump_json(indent=2) + "\n")
+        return enc
 
     # ---------------------------------------------------------------- stages
     def run(self, resume: bool = False, stop_after: int | None = None) -> dict:
@@ -161,7 +172,8 @@ class Pipeline:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
             prepare_data(cfg)
-            prepare_model(cfg)
+            if self.model_path == cfg.model.path:  # a model given on the command line builds nothing
+                prepare_model(cfg)
         dims.barrier()
         results: list[dict] = []
         history: list[str] = []
@@ -185,10 +197,14 @@ class Pipeline:
             if kind in STAGE_LABEL:
                 history.append(STAGE_LABEL[kind])
                 self.model_path = str(stage_dir / "model")
-            res = {**res, "stage": i, "kind": kind, "label": "+".join(history) or "base"}
+            res = {**res, "stage": i, "kind": kind, "label": self._label(history)}
             results.append(res)
         summary = self.summarize(results)
         return summary
+
+    def _label(self, history: list[str]) -> str:
+        """The model at this point of the run: the starting model's label, then the stages trained."""
+        return "+".join(history) if history and self.label == "base" else "+".join([self.label, *history])
 
     def _logger(self, stage_dir: Path) -> MetricsLogger:
         lg = self.cfg.logging
@@ -212,8 +228,8 @@ class Pipeline:
         if self.dims.fsdp:
             shard_model(vlm.wrapped, self.dims)
         reference = self._reference(vlm) if trainer_cls.needs_reference(self.cfg) else None
-        trainer = trainer_cls(self.cfg, vlm, processor.tokenizer, self.encoder(processor), load_rows(self.cfg, "train"),
-                              stage_dir, reference, dims=self.dims)
+        trainer = trainer_cls(self.cfg, vlm, processor.tokenizer, self.encoder(processor, stage_dir),
+                              load_rows(self.cfg, "train"), stage_dir, reference, dims=self.dims)
         return fit(trainer, processor, self._logger(stage_dir), self.cfg.checkpoint, progress=self.cfg.logging.progress,
                    resume=resume, stop_after=stop_after)
 
@@ -222,8 +238,8 @@ class Pipeline:
         sampling = sampling_params(self.cfg, processor.tokenizer, vlm, self.cfg.eval.max_new_tokens)
         rows = load_rows(self.cfg, self.cfg.eval.split)
         specs = [RewardSpec(r.name, r.weight, r.kwargs) for r in self.cfg.rl.rewards]
-        label = "+".join(history) or "base"
-        encoder = self.encoder(processor)
+        label = self._label(history)
+        encoder = self.encoder(processor, stage_dir)
         try:
             res = evaluate(vlm, processor.tokenizer, encoder, rows, sampling, specs, stage_dir,
                            self.cfg.logging.progress, title=f"eval ({label})", batch_size=self.cfg.eval.batch_size,

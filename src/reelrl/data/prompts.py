@@ -56,6 +56,12 @@ class PromptEncoder:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _executor: ThreadPoolExecutor | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        spec = getattr(self.processor, "spec", None)
+        if spec is not None:  # the checkpoint's patching decides the factors (ValueError on a mismatch)
+            self.video = self.video.resolve(spec.factor, spec.temporal_patch_size,
+                                            source=f"this {getattr(self.processor, 'family', 'model')} checkpoint")
+
     def user_text(self, row: VideoRow, hint: str | None = None) -> str:
         text = self.template.format(question=row.prompt_text())
         return f"{text}\n{hint}" if hint else text

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +61,20 @@ _PROCESSOR_CLASS = {
     "qwen3_vl": "Qwen3VLProcessor",
     "qwen3_vl_moe": "Qwen3VLProcessor",
 }
+#: Files of a checkpoint directory that make up its processor (copied verbatim by ``save_pretrained``).
+PROCESSOR_FILES: tuple[str, ...] = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "processor_config.json",
+)
 _OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -188,6 +203,7 @@ class ReelProcessor:
         self.video_token_id: int = vocab[self.video_token]
         self.image_token_id: int | None = vocab.get(self.image_token)
         self.end_of_turn_id: int = vocab[end_of_turn]
+        self.source_dir: Path | None = None  # the checkpoint directory it was read from (save copies its files)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -214,11 +230,36 @@ class ReelProcessor:
         tokenizer = AutoTokenizer.from_pretrained(root, local_files_only=True)
         template = _read_chat_template(root, tokenizer)
         spec = VideoSpec.from_dict(*_read_video_config(root))
-        return cls(tokenizer, template, spec, family)
+        proc = cls(tokenizer, template, spec, family)
+        proc.source_dir = root
+        return proc
 
-    def save_pretrained(self, out_dir: str | Path) -> None:
-        """Write tokenizer, chat template and HF-loadable processor configs to ``out_dir``."""
-        write_processor_files(out_dir, self.tokenizer, self.chat_template, self.spec, self.family)
+    def save_pretrained(self, out_dir: str | Path) -> list[str]:
+        """Write the processor next to a saved model; returns the file names written.
+
+        A processor read from a checkpoint directory is saved as that
+        directory's own files, byte for byte (tokenizer, chat template, image /
+        video processor configs: :data:`PROCESSOR_FILES`), so the saved model
+        is processed exactly as its base, and ``processor_source.json`` says
+        where they came from and that nothing was changed. Training never
+        changes the processor; only a processor built in memory (no source
+        directory) is written from its fields (:func:`write_processor_files`).
+        """
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        src = self.source_dir
+        if src is None:
+            write_processor_files(out, self.tokenizer, self.chat_template, self.spec, self.family)
+            return sorted(p.name for p in out.iterdir() if p.name in PROCESSOR_FILES)
+        copied = []
+        for name in PROCESSOR_FILES:
+            if (src / name).is_file() and (src / name).resolve() != (out / name).resolve():
+                shutil.copyfile(src / name, out / name)
+                copied.append(name)
+        note = {"copied_from": str(src), "files": copied, "changed": [],
+                "note": "processor files copied unchanged from the base checkpoint"}
+        (out / "processor_source.json").write_text(json.dumps(note, indent=2) + "\n")
+        return copied
 
     # ---------------------------------------------------------------- text side
     def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
@@ -478,6 +519,7 @@ def encode_sft_example(
 
 __all__ = [
     "IGNORE_INDEX",
+    "PROCESSOR_FILES",
     "ReelProcessor",
     "VideoSpec",
     "build_messages",

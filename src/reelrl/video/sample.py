@@ -27,18 +27,24 @@ Intended differences from qwen-vl-utils:
   downscaling branch (as 0.0.11; 0.0.14 dropped that guard).
 * ``fps`` and ``nframes`` may both be set; ``nframes`` wins (qwen-vl-utils
   asserts that only one is given).
-* The default ``total_pixels`` is qwen-vl-utils' ``int(128000 * 28 * 28 * 0.9)``
-  as a recipe field; the environment variables qwen-vl-utils reads to change
-  it (``VIDEO_MAX_PIXELS`` in 0.0.11, ``MODEL_SEQ_LEN`` in 0.0.14) are not
-  read, so that the resolved config written into the run directory says what
-  was used. ``total_pixels: null`` turns the budget off (not possible there).
-* An explicit ``max_pixels`` above ``768 * 28 * 28`` is honoured (the budget
-  still caps it); qwen-vl-utils clamps it to its constant ``VIDEO_MAX_PIXELS``
-  with a warning. At or below that constant the two rules give the same cap.
-* Defaults are Qwen2.5-VL's (factor 28). qwen-vl-utils 0.0.14 scales the three
-  pixel defaults with the patch factor (``128 / 768 / 128000 * 0.9`` times
-  ``factor ** 2``); for Qwen3-VL (``size_factor: 32``) set ``min_pixels``,
-  ``max_pixels`` and ``total_pixels`` in the recipe.
+* The default ``total_pixels`` (``auto``) is qwen-vl-utils' ``int(128000 *
+  factor**2 * 0.9)`` as a recipe field; the environment variables
+  qwen-vl-utils reads to change it (``VIDEO_MAX_PIXELS`` in 0.0.11,
+  ``MODEL_SEQ_LEN`` in 0.0.14) are not read, so that the resolved sampling
+  written into each stage directory (``video_sampling.json``) says what was
+  used. ``total_pixels: null`` turns the budget off (not possible there).
+* An explicit ``max_pixels`` above ``768 * factor**2`` is honoured (the budget
+  still caps it); qwen-vl-utils clamps it to ``768 * factor**2`` with a
+  warning. At or below that constant the two rules give the same cap.
+* The checkpoint decides the factors: ``size_factor`` (patch size x spatial
+  merge: 28 for Qwen2-VL / Qwen2.5-VL, 32 for Qwen3-VL) and ``frame_factor``
+  (the temporal patch) default to ``None``, filled in from the checkpoint's
+  processor by :meth:`VideoSampling.resolve`; a value the checkpoint cannot
+  use is an error there. The pixel defaults are qwen-vl-utils 0.0.14's for
+  that factor (``fetch_video(image_patch_size=...)``): ``min_pixels = 128 *
+  factor**2``, ``max_pixels = 768 * factor**2`` and ``total_pixels =
+  128000 * factor**2 * 0.9`` (for factor 28 the 0.0.11 constants). A
+  :class:`VideoSampling` that was never resolved uses Qwen2.5-VL's factors.
 * An explicit ``resized_height``/``resized_width`` is only rounded to
   ``size_factor``; qwen-vl-utils also passes it through ``smart_resize`` with
   its image bounds (4 * 28 * 28 .. 16384 * 28 * 28 pixels), which changes
@@ -54,10 +60,21 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_ASPECT_RATIO = 200
 """Largest long/short side ratio :func:`smart_resize` accepts (as Qwen)."""
+
+VIDEO_MIN_TOKENS = 128
+"""qwen-vl-utils' ``VIDEO_MIN_TOKEN_NUM``: the per-frame floor is this many ``factor x factor`` patches."""
+
+VIDEO_MAX_TOKENS = 768
+"""qwen-vl-utils' ``VIDEO_MAX_TOKEN_NUM``: the per-frame cap is this many ``factor x factor`` patches."""
+
+MODEL_SEQ_LEN = 128000
+"""qwen-vl-utils' ``MODEL_SEQ_LEN``: the pixel budget is ``0.9 *`` this many ``factor x factor`` patches."""
 
 VIDEO_MIN_PIXELS = 128 * 28 * 28
 """qwen-vl-utils' default fewest pixels per video frame (100352)."""
@@ -129,26 +146,30 @@ class VideoSampling(BaseModel):
     )
     min_frames: int = Field(default=4, ge=1, description="Fewest frames in fps mode.")
     max_frames: int = Field(default=768, ge=1, description="Most frames in fps mode.")
-    frame_factor: int = Field(
-        default=2,
+    frame_factor: int | None = Field(
+        default=None,
         ge=1,
-        description="Frame counts are multiples of this (the temporal patch size of Qwen).",
+        description="Frame counts are multiples of this; null = the checkpoint's temporal_patch_size (2 for Qwen).",
     )
-    min_pixels: int = Field(default=VIDEO_MIN_PIXELS, ge=1, description="Fewest pixels per frame.")
-    max_pixels: int = Field(default=VIDEO_MAX_PIXELS, ge=1, description="Most pixels per frame.")
-    total_pixels: int | None = Field(
-        default=VIDEO_TOTAL_PIXELS,
-        ge=1,
+    min_pixels: int | None = Field(
+        default=None, ge=1, description="Fewest pixels per frame; null = qwen-vl-utils' 128 * size_factor**2."
+    )
+    max_pixels: int | None = Field(
+        default=None, ge=1, description="Most pixels per frame; null = qwen-vl-utils' 768 * size_factor**2."
+    )
+    total_pixels: int | Literal["auto"] | None = Field(
+        default="auto",
         description=(
-            "Pixel budget over all frames (qwen-vl-utils' default int(128000 * 28 * 28 * 0.9)): "
-            "per-frame max_pixels becomes min(max_pixels, max(min(max_pixels, total_pixels / nframes "
-            "* frame_factor), int(min_pixels * 1.05))). null: no budget, max_pixels alone."
+            "Pixel budget over all frames; auto = qwen-vl-utils' int(128000 * size_factor**2 * 0.9) "
+            "(90316800 for factor 28): per-frame max_pixels becomes min(max_pixels, max(min(max_pixels, "
+            "total_pixels / nframes * frame_factor), int(min_pixels * 1.05))). null: no budget, max_pixels alone."
         ),
     )
-    size_factor: int = Field(
-        default=28,
+    size_factor: int | None = Field(
+        default=None,
         ge=1,
-        description="Frame height and width are multiples of this (patch size x spatial merge).",
+        description="Frame height and width are multiples of this; null = the checkpoint's patch_size x "
+        "merge_size (28 Qwen2/2.5-VL, 32 Qwen3-VL). A value that is not a multiple of it is an error at load.",
     )
     resized_height: int | None = Field(
         default=None, ge=1, description="Explicit frame height (rounded to `size_factor`); needs `resized_width`."
@@ -165,16 +186,70 @@ class VideoSampling(BaseModel):
             raise ValueError(
                 f"VideoSampling: min_frames ({self.min_frames}) must be <= max_frames ({self.max_frames})"
             )
-        if self.min_pixels > self.max_pixels:
+        if self.min_pixels is not None and self.max_pixels is not None and self.min_pixels > self.max_pixels:
             raise ValueError(
                 f"VideoSampling: min_pixels ({self.min_pixels}) must be <= max_pixels ({self.max_pixels})"
             )
+        if isinstance(self.total_pixels, int) and self.total_pixels < 1:
+            raise ValueError(f"VideoSampling: total_pixels must be >= 1, 'auto' or null, got {self.total_pixels}")
         if (self.resized_height is None) != (self.resized_width is None):
             raise ValueError(
                 "VideoSampling: set both `resized_height` and `resized_width` or neither "
                 f"(got resized_height={self.resized_height}, resized_width={self.resized_width})"
             )
         return self
+
+    @property
+    def resolved(self) -> bool:
+        """Every factor and pixel bound is a number (see :meth:`resolve`)."""
+        return None not in (self.size_factor, self.frame_factor, self.min_pixels, self.max_pixels) and (
+            self.total_pixels != "auto"
+        )
+
+    def resolve(
+        self, patch_factor: int | None = None, temporal_patch: int | None = None, source: str = "the checkpoint"
+    ) -> "VideoSampling":
+        """A copy with every ``None`` / ``auto`` filled in for a checkpoint.
+
+        Args:
+            patch_factor: the checkpoint's ``patch_size * merge_size`` (frame sides must be
+                multiples); ``None``: no checkpoint, Qwen2.5-VL's 28 and no check.
+            temporal_patch: its ``temporal_patch_size`` (frame counts are padded to
+                multiples); ``None``: 2 and no check.
+            source: names the checkpoint in errors.
+
+        Raises:
+            ValueError: naming the ``video.`` field when a set ``size_factor`` is
+                not a multiple of ``patch_factor`` or a set ``frame_factor`` not
+                a multiple of ``temporal_patch`` (the frames could not be patched:
+                a configuration error, never a per-video skip).
+        """
+        sf, ff = self.size_factor, self.frame_factor
+        if sf is not None and patch_factor is not None and sf % patch_factor:
+            raise ValueError(
+                f"video.size_factor={sf} does not fit {source}: its frames need sides that are multiples of "
+                f"{patch_factor} (patch_size x merge_size); remove the override (null takes the checkpoint's)"
+            )
+        if ff is not None and temporal_patch is not None and ff % temporal_patch:
+            raise ValueError(
+                f"video.frame_factor={ff} does not fit {source}: its temporal patch is {temporal_patch} frames; "
+                "remove the override (null takes the checkpoint's)"
+            )
+        sf = (patch_factor or 28) if sf is None else sf
+        ff = (temporal_patch or 2) if ff is None else ff
+        mn = VIDEO_MIN_TOKENS * sf * sf if self.min_pixels is None else self.min_pixels
+        mx = VIDEO_MAX_TOKENS * sf * sf if self.max_pixels is None else self.max_pixels
+        if mn > mx:
+            raise ValueError(f"video: min_pixels ({mn}) must be <= max_pixels ({mx}) for {source}")
+        total = int(MODEL_SEQ_LEN * sf * sf * 0.9) if self.total_pixels == "auto" else self.total_pixels
+        return self.model_copy(
+            update=dict(size_factor=sf, frame_factor=ff, min_pixels=mn, max_pixels=mx, total_pixels=total)
+        )
+
+
+def _eff(cfg: VideoSampling) -> VideoSampling:
+    """``cfg`` with its numbers filled in (Qwen2.5-VL's factors when never resolved)."""
+    return cfg if cfg.resolved else cfg.resolve()
 
 
 def round_by_factor(number: float, factor: int) -> int:
@@ -206,6 +281,7 @@ def num_sampled_frames(info: VideoInfo, cfg: VideoSampling) -> int:
     total = info.num_frames
     if total < 1:
         raise ValueError(f"{info.path}: video has no frames (num_frames={total})")
+    cfg = _eff(cfg)
     f = cfg.frame_factor
     if cfg.nframes is not None:
         n = round_by_factor(cfg.nframes, f)
@@ -340,6 +416,7 @@ def frame_max_pixels(cfg: VideoSampling, nframes: int) -> int:
     gets 392 x 728 frames (109200 visual tokens) instead of 560 x 1008 (216000
     tokens, past Qwen2.5-VL's 128k context). Short samples are unchanged.
     """
+    cfg = _eff(cfg)
     if cfg.total_pixels is None:
         return cfg.max_pixels
     if nframes < 1:
@@ -357,6 +434,7 @@ def frame_size(info: VideoInfo, cfg: VideoSampling, nframes: int) -> tuple[int, 
     goes through :func:`smart_resize` with ``cfg.min_pixels`` and the cap of
     :func:`frame_max_pixels` for ``nframes`` frames.
     """
+    cfg = _eff(cfg)
     f = cfg.size_factor
     if cfg.resized_height is not None and cfg.resized_width is not None:
         return max(f, round_by_factor(cfg.resized_height, f)), max(f, round_by_factor(cfg.resized_width, f))
