@@ -59,7 +59,15 @@ class ModelConfig(_Strict):
         False, description="If `path` does not exist, build the tiny Qwen2.5-VL checkpoint there (quickstart, tests)."
     )
     tiny: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments of reelrl.models.tiny.build_tiny.")
-    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field("float32", description="Weights dtype.")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
+        "float32", description="Dtype the weights load in (auto: the checkpoint's own); half precision = the compute "
+        "dtype of training and the dtype final models are saved in."
+    )
+    master_weights: Literal["float32", "model"] = Field(
+        "float32", description="Training a half-precision model: float32 = trainable parameters and AdamW in fp32, "
+        "forward passes under autocast to `dtype` (mixed precision); model = train in `dtype` itself (pure bf16: "
+        "updates below half an ulp round away). See reelrl.models.precision."
+    )
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] | None = Field(
         "sdpa", description="Attention kernel passed to from_pretrained."
     )

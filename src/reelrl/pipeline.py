@@ -33,6 +33,7 @@ from reelrl.dist.fsdp import shard_model
 from reelrl.dist.parallel import ParallelDims, init_parallel
 from reelrl.eval.runner import evaluate, print_eval
 from reelrl.models.load import apply_lora, freeze_vision_tower, load_model_and_processor
+from reelrl.models.precision import loaded_half_dtype, upcast_trainable
 from reelrl.models.vlm import VLM
 from reelrl.monitor.metrics import MetricsLogger
 from reelrl.rewards import RewardSpec
@@ -151,7 +152,11 @@ class Pipeline:
                                    freeze_vision=m.freeze_vision)
             if m.gradient_checkpointing:
                 model.activation_checkpointing_enable()  # non-reentrant (MR-SP replays Ulysses in it)
-        return self.dims.vlm(model), processor
+        vlm = self.dims.vlm(model)
+        if for_training and m.master_weights == "float32":  # mixed precision (reelrl.models.precision)
+            vlm.compute_dtype = loaded_half_dtype(model)
+            upcast_trainable(model)
+        return vlm, processor
 
     def encoder(self, processor, stage_dir: Path | None = None) -> PromptEncoder:
         """The prompt encoder of a stage; its video sampling resolved for the checkpoint (saved in ``stage_dir``)."""

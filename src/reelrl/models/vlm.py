@@ -20,6 +20,7 @@ from torch import Tensor
 from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from reelrl.models.precision import autocast
 from reelrl.models.processing import IGNORE_INDEX
 
 # Keys of the processor output that describe the video (everything but the text).
@@ -62,6 +63,12 @@ class VLM:
         self.model = model.get_base_model() if hasattr(model, "get_base_model") else model
         self.core = _find_core(self.model)
         self.has_mrope = hasattr(self.core, "get_rope_index")
+        #: autocast dtype of the forward passes (fp32 master weights, :mod:`reelrl.models.precision`); None = none
+        self.compute_dtype: torch.dtype | None = None
+
+    def autocast(self):
+        """The context every forward pass of a stage runs in: autocast to :attr:`compute_dtype`, or nothing."""
+        return autocast(self.device, self.compute_dtype)
 
     def metrics(self) -> dict[str, float]:
         """Counters of how the passes since the last call ran (none here; see the sequence-parallel VLM)."""

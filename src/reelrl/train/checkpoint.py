@@ -105,16 +105,23 @@ def load_checkpoint(ckpt: Path, model, optimizer, scheduler, data, dims: Paralle
     return trainer_state
 
 
-def save_final_model(model, processor, out_dir: Path, dims: ParallelDims = _ONE) -> Path:
-    """save_pretrained of the (LoRA-merged) full model and the processor, by rank 0: loadable with Auto classes."""
+def _ties_embeddings(model) -> bool:
+    config = getattr(model, "config", None)
+    return bool(getattr(config, "tie_word_embeddings", False)
+                or getattr(getattr(config, "text_config", None), "tie_word_embeddings", False))
+
+
+def save_final_model(model, processor, out_dir: Path, dims: ParallelDims = _ONE,
+                     dtype: torch.dtype | None = None) -> Path:
+    """save_pretrained of the (LoRA-merged) full model and the processor, by rank 0: loadable with Auto classes.
+
+    ``dtype``: the floating-point weights are written in it (fp32 master weights of a model loaded in half
+    precision are saved in that precision, as the checkpoint it started from); None writes them as they are.
+    """
     out_dir = Path(out_dir)
     full = None
     if dims.fsdp and dims.world > 1:  # every rank takes part in gathering the shards
         full, _ = get_state_dict(model, [], options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        config = getattr(model, "config", None)
-        if getattr(config, "tie_word_embeddings", False) or getattr(getattr(config, "text_config", None),
-                                                                    "tie_word_embeddings", False):
-            full.pop("lm_head.weight", None)  # tied to the input embeddings, as save_pretrained writes it
     if dims.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         to_save = model
@@ -122,7 +129,15 @@ def save_final_model(model, processor, out_dir: Path, dims: ParallelDims = _ONE)
             import copy
 
             to_save = copy.deepcopy(model).merge_and_unload()
+        if dtype is not None:
+            full = full if full is not None else to_save.state_dict()
+            full = {k: v.to(dtype) if v.is_floating_point() else v for k, v in full.items()}
+        if full is not None and _ties_embeddings(to_save):
+            full.pop("lm_head.weight", None)  # tied to the input embeddings, as save_pretrained writes it
         to_save.save_pretrained(out_dir, state_dict=full) if full is not None else to_save.save_pretrained(out_dir)
+        if dtype is not None:  # save_pretrained records its first parameter's dtype (an fp32 master)
+            to_save.config.dtype = str(dtype).removeprefix("torch.")
+            to_save.config.save_pretrained(out_dir)
         processor.save_pretrained(out_dir)
     dims.barrier()
     return out_dir

@@ -13,6 +13,10 @@ of steps, the object whose state is the data position, and a status line.
 3. stopped early: save a checkpoint (the run stays resumable) and return
    None; finished: save the final model (Auto-class loadable) and return the
    stage result. The prompt encoder's prefetch thread is stopped either way.
+
+Every step runs under the model's autocast (fp32 master weights of a
+half-precision model, :mod:`reelrl.models.precision`); the final model is
+saved in that half dtype.
 """
 
 from __future__ import annotations
@@ -157,7 +161,7 @@ def fit(
     try:
         with progress_bar(trainer.title, trainer.total_steps, progress and dims.is_main, start=trainer.step_idx) as bar:
             while trainer.step_idx < trainer.total_steps and (stop_after is None or stop_after > 0):
-                with StepMemory(trainer.cfg.logging.memory, dims.device) as mem:
+                with StepMemory(trainer.cfg.logging.memory, dims.device) as mem, trainer.vlm.autocast():
                     last = trainer.train_step()
                 last.update({k: dims.max(v) for k, v in mem.metrics().items()})
                 trainer.step_idx += 1
@@ -173,5 +177,5 @@ def fit(
     if trainer.step_idx < trainer.total_steps:
         save()
         return None
-    save_final_model(model, processor, stage_dir / "model", dims)
+    save_final_model(model, processor, stage_dir / "model", dims, dtype=trainer.vlm.compute_dtype)
     return {"steps": trainer.step_idx, "last": last, "skipped_videos": trainer.skipped_videos(), **trainer.result()}
