@@ -211,6 +211,26 @@ def import_video_r1(src: Path, video_root: Path, out: Path) -> None:
     console.print_json(json.dumps(counts))
 
 
+@app.command()
+def templates(name: Optional[str] = typer.Argument(None, help="Show this template's texts (default: list them).")) -> None:
+    """The prompt templates a recipe can name in ``prompt.template`` (reelrl.data.templates)."""
+    from reelrl.data.templates import STAGES, TEMPLATES, get_template
+
+    if name is None:
+        for n in TEMPLATES.names():
+            console.print(n)
+        return
+    try:
+        tpl = get_template(name)
+    except (KeyError, ImportError, AttributeError, TypeError) as e:
+        _fail(str(e).strip("'\""))
+    for stage in STAGES:
+        console.print(f"[bold]{stage}[/bold] (system: {tpl.system_text(stage)!r})", highlight=False)
+        console.print(tpl.user[stage], markup=False, highlight=False)
+    for ptype, suffix in (tpl.type_suffix or {}).items():
+        console.print(f"[bold]{ptype}[/bold] appends {suffix!r}", highlight=False)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

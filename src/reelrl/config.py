@@ -99,19 +99,27 @@ class DataConfig(_Strict):
 
 
 class PromptConfig(_Strict):
-    """How a row becomes the user turn."""
+    """How a row becomes the user turn, the system turn and the SFT target (reelrl.data.templates)."""
 
-    system: str | None = Field(None, description="Optional system message.")
+    system: str | None = Field(
+        None, description="System message for every stage; null = the template's own (by stage; none: the chat "
+        "template's default)."
+    )
     template: str = Field(
-        "{question}\nThink inside <think></think>, then answer inside <answer></answer>.",
-        description="User text; {question} is the question with lettered options.",
+        "reelrl",
+        description="A registered prompt template (reelrl, video_r1, tw_grpo, longvila_r1; `reelrl templates`), "
+        "'module.path:factory', or a format string with {question} (the question with lettered options).",
     )
 
     @field_validator("template")
     @classmethod
-    def _has_question(cls, v: str) -> str:
-        if "{question}" not in v:
-            raise ValueError("template must contain {question}")
+    def _known(cls, v: str) -> str:
+        from reelrl.data.templates import get_template
+
+        try:
+            get_template(v)
+        except (KeyError, ImportError, AttributeError, TypeError, ValueError) as e:
+            raise ValueError(str(e).strip("'\"")) from None
         return v
 
 

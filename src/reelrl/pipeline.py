@@ -29,6 +29,7 @@ from rich.table import Table
 from reelrl.config import ConfigError, RecipeConfig, read_recipe, save_config
 from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import VideoRow, load_jsonl
+from reelrl.data.templates import get_template
 from reelrl.dist.fsdp import shard_model
 from reelrl.dist.parallel import ParallelDims, init_parallel
 from reelrl.eval.runner import evaluate, print_eval
@@ -47,6 +48,8 @@ from reelrl.train.rl import RLTrainer
 from reelrl.train.sft import SFTTrainer
 
 STAGE_LABEL = {"sft": "SFT", "rl": "GRPO", "dpo": "DPO"}
+#: which texts of the prompt template a stage uses (DPO pairs are rollouts)
+PROMPT_STAGE = {"sft": "sft", "rl": "rl", "dpo": "rl", "eval": "eval"}
 TRAINERS: dict[str, type[StageTrainer]] = {"sft": SFTTrainer, "rl": RLTrainer, "dpo": DPOTrainer}
 
 
@@ -89,7 +92,7 @@ def prepare_model(cfg: RecipeConfig) -> None:
             paths.append(cfg.split_path(split))
         except ValueError:
             continue
-    build_tiny(path, tokenizer_corpus(paths, extra=[cfg.prompt.template]), **cfg.model.tiny)
+    build_tiny(path, tokenizer_corpus(paths, extra=get_template(cfg.prompt.template).texts()), **cfg.model.tiny)
 
 
 def tokenizer_corpus(jsonl_paths: list[Path], extra: list[str] = ()) -> list[str]:
@@ -158,13 +161,16 @@ class Pipeline:
             upcast_trainable(model)
         return vlm, processor
 
-    def encoder(self, processor, stage_dir: Path | None = None) -> PromptEncoder:
-        """The prompt encoder of a stage; its video sampling resolved for the checkpoint (saved in ``stage_dir``)."""
+    def encoder(self, processor, stage_dir: Path | None = None, kind: str = "rl",
+                rows: list[VideoRow] = ()) -> PromptEncoder:
+        """The prompt encoder of a stage of ``kind``: the prompt template's texts for it, its video sampling
+        resolved for the checkpoint (saved in ``stage_dir``); every row of ``rows`` checked against the template."""
         try:
             enc = PromptEncoder(processor, self.cfg.video, self.cfg.prompt.template, self.cfg.prompt.system,
-                                self.device)
+                                self.device, stage=PROMPT_STAGE[kind])
         except ValueError as e:
             raise ConfigError(f"{self.model_path}: {e}") from None
+        enc.check_rows(rows)
         if stage_dir is not None and self.dims.is_main:
             stage_dir.mkdir(parents=True, exist_ok=True)
             (stage_dir / "video_sampling.json").write_text(enc.video.model_dump_json(indent=2) + "\n")
@@ -233,8 +239,9 @@ class Pipeline:
         if self.dims.fsdp:
             shard_model(vlm.wrapped, self.dims)
         reference = self._reference(vlm) if trainer_cls.needs_reference(self.cfg) else None
-        trainer = trainer_cls(self.cfg, vlm, processor.tokenizer, self.encoder(processor, stage_dir),
-                              load_rows(self.cfg, "train"), stage_dir, reference, dims=self.dims)
+        rows = load_rows(self.cfg, "train")
+        trainer = trainer_cls(self.cfg, vlm, processor.tokenizer, self.encoder(processor, stage_dir, kind, rows),
+                              rows, stage_dir, reference, dims=self.dims)
         return fit(trainer, processor, self._logger(stage_dir), self.cfg.checkpoint, progress=self.cfg.logging.progress,
                    resume=resume, stop_after=stop_after)
 
@@ -244,7 +251,7 @@ class Pipeline:
         rows = load_rows(self.cfg, self.cfg.eval.split)
         specs = [RewardSpec(r.name, r.weight, r.kwargs) for r in self.cfg.rl.rewards]
         label = self._label(history)
-        encoder = self.encoder(processor, stage_dir)
+        encoder = self.encoder(processor, stage_dir, "eval", rows)
         try:
             res = evaluate(vlm, processor.tokenizer, encoder, rows, sampling, specs, stage_dir,
                            self.cfg.logging.progress, title=f"eval ({label})", batch_size=self.cfg.eval.batch_size,

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from reelrl.data.schema import VideoRow
+from reelrl.data.templates import PromptTemplate, Stage, get_template
 from reelrl.models.processing import encode_prompt, encode_sft_example
 from reelrl.models.vlm import VISION_KEYS, EncodedPrompt
 from reelrl.video.decode import SampledVideo, VideoError, load_video
@@ -46,10 +47,11 @@ class PromptEncoder:
 
     processor: object
     video: VideoSampling
-    template: str
-    system: str | None = None
+    template: str | PromptTemplate  # a registered name, module:factory, or a format string with {question}
+    system: str | None = None  # None: the template's system turn for the stage
     device: torch.device | str = "cpu"
     cache_size: int = 256
+    stage: Stage = "rl"  # which of the template's texts: sft, rl (and DPO), eval
     skipped: dict[str, str] = field(default_factory=dict)  # row id -> reason
     _cache: OrderedDict = field(default_factory=OrderedDict)
     _pending: dict[str, Future] = field(default_factory=dict)  # prompt key -> prefetch in flight
@@ -57,14 +59,32 @@ class PromptEncoder:
     _executor: ThreadPoolExecutor | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        self.prompt = get_template(self.template)
+        if self.system is None:
+            self.system = self.prompt.system_text(self.stage)
         spec = getattr(self.processor, "spec", None)
         if spec is not None:  # the checkpoint's patching decides the factors (ValueError on a mismatch)
             self.video = self.video.resolve(spec.factor, spec.temporal_patch_size,
                                             source=f"this {getattr(self.processor, 'family', 'model')} checkpoint")
 
     def user_text(self, row: VideoRow, hint: str | None = None) -> str:
-        text = self.template.format(question=row.prompt_text())
+        text = self.prompt.user_text(row, self.stage)
         return f"{text}\n{hint}" if hint else text
+
+    def check_rows(self, rows: Iterable[VideoRow]) -> None:
+        """Raise DataError naming the first row the template cannot prompt (before any training)."""
+        for row in rows:
+            self.prompt.check_row(row)
+
+    def target(self, row: VideoRow, mode: str = "error") -> str | None:
+        """The SFT target of ``row`` in the template's layout; ``mode`` for rows without reasoning
+        (``error``, ``skip``: None, ``answer_only``)."""
+        if row.reasoning is None:
+            if mode == "error":
+                raise ValueError(f"row {row.id} has no reasoning trace (set sft.rows_without_reasoning)")
+            if mode == "skip":
+                return None
+        return self.prompt.target(row.reasoning, row.answer)
 
     def frames(self, row: VideoRow) -> SampledVideo:
         """Decode the sampled frames of ``row.video``; raises VideoError naming the row and file."""
@@ -178,13 +198,3 @@ class PromptEncoder:
             self.processor, self.user_text(row), video.frames, video.fps, target, system=self.system
         )
 
-
-def target_text(row: VideoRow, mode: str = "error") -> str | None:
-    """The SFT target ``<think>reasoning</think><answer>answer</answer>`` of a row."""
-    if row.reasoning is None:
-        if mode == "error":
-            raise ValueError(f"row {row.id} has no reasoning trace (set sft.rows_without_reasoning)")
-        if mode == "skip":
-            return None
-        return f"<answer>{row.answer}</answer>"
-    return f"<think>{row.reasoning}</think><answer>{row.answer}</answer>"

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from reelrl.config import RecipeConfig
 from reelrl.data.curriculum import UniformSource
-from reelrl.data.prompts import PromptEncoder, target_text
+from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import VideoRow
 from reelrl.dist.parallel import ParallelDims
 from reelrl.models.vlm import VLM
@@ -27,7 +27,8 @@ from reelrl.train.loop import StageTrainer
 
 
 class SFTTrainer(StageTrainer):
-    """Trains on ``<think>reasoning</think><answer>answer</answer>`` targets of the rows."""
+    """Trains on ``<think>reasoning</think><answer>answer</answer>`` targets of the rows (in the prompt
+    template's layout, :meth:`reelrl.data.prompts.PromptEncoder.target`)."""
 
     title = "SFT"
 
@@ -36,7 +37,7 @@ class SFTTrainer(StageTrainer):
         super().__init__(cfg, vlm, encoder, stage_dir, dims)
         self.sft = cfg.sft
         rows = rows[: self.sft.max_rows] if self.sft.max_rows else rows
-        pairs = [(r, target_text(r, self.sft.rows_without_reasoning)) for r in rows]
+        pairs = [(r, encoder.target(r, self.sft.rows_without_reasoning)) for r in rows]
         self.rows = [(r, t) for r, t in pairs if t is not None]
         if not self.rows:
             raise ValueError("no SFT rows with reasoning traces")

@@ -1,0 +1,211 @@
+"""Prompt templates: how a row becomes the user turn, the system turn and the SFT target, by stage.
+
+A recipe names one in ``prompt.template``: a registered name (:data:`TEMPLATES`,
+``reelrl templates`` lists them), a ``module.path:factory`` of your own
+returning a :class:`PromptTemplate`, or a format string holding ``{question}``
+(the question with lettered options, reelrl's layout). A checkpoint fine-tuned
+with a paper's prompt should be trained further and evaluated with that same
+prompt, so the paper recipes name their paper's template.
+
+Registered templates
+--------------------
+``reelrl``
+    reelrl's default: ``{question}\\nThink inside <think></think>, then answer
+    inside <answer></answer>.``; options as ``A. text`` lines after the
+    question; target ``<think>r</think><answer>a</answer>``; no system turn
+    (the chat template's default).
+``video_r1``
+    Video-R1 (github.com/tulerfeng/Video-R1, ``src/r1-v/src/open_r1/grpo.py``,
+    ``sft_video.py``, ``src/eval_bench.py``), exactly: the user text is
+    ``QUESTION_TEMPLATE.format(Question=q) + TYPE_TEMPLATE[problem_type]``,
+    where a multiple-choice ``q`` is ``problem + "Options:\\n"`` followed by
+    ``"A. option\\n"`` per option (Video-R1's data carries the letter in the
+    option text; reelrl rows do not, so it is added here) and any other ``q``
+    is the problem itself. Training (SFT, RL) uses the training
+    ``QUESTION_TEMPLATE`` ("between the <think> </think> tags"), evaluation
+    the one of ``eval_bench.py`` ("between the <think> and </think> tags").
+    System turn: SFT passes ``"You are a helpful assistant"`` (no period, as
+    ``sft_video.py``); RL and eval pass none, so the chat template's default
+    applies. SFT target ``process + "\\n" + solution``:
+    ``<think>r</think>\\n<answer>a</answer>``. Problem types Video-R1 has no
+    format for (``multi_choice``, ``temporal_grounding``) are a data error.
+``tw_grpo``
+    TW-GRPO (github.com/longmalongma/TW-GRPO, ``src/open_r1/grpo.py``, the
+    ``mixed`` question type): ``{Question}  Output the thinking process in
+    <think> </think> and final answer (letters separated by , if multiple) in
+    <answer> </answer> tags.`` (two spaces), no system turn. TW-GRPO's
+    question text already holds its options; reelrl appends them as ``A.
+    text`` lines (its data layout is not published beyond that).
+``longvila_r1``
+    LongVILA-R1 (github.com/NVlabs/Long-RL, ``verl/utils/dataset.py``
+    ``QUESTION_TEMPLATE_VIDEO`` for training, ``eval/eval.py`` for
+    evaluation, which asks for ``<answer> answer here </answer>`` instead of
+    the letter), filled with reelrl's question layout; no system turn.
+
+Every registered text is written from its repository; tests compare them
+with the published strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+from reelrl.data.schema import LETTERS, DataError, VideoRow
+from reelrl.registry import Registry
+
+Stage = Literal["sft", "rl", "eval"]
+#: the stages a prompt is built for: SFT targets, RL / DPO rollouts, evaluation
+STAGES: tuple[str, ...] = ("sft", "rl", "eval")
+
+
+def lettered_options(row: VideoRow) -> str:
+    """reelrl's layout: the question, then one ``A. text`` line per option."""
+    return row.prompt_text()
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """One paper's (or reelrl's) prompt convention.
+
+    ``user``: stage -> format string with ``{question}``; ``question``: row ->
+    the text put in ``{question}``; ``type_suffix``: problem type -> text
+    appended to the user text (Video-R1's answer formats); ``system``: stage
+    -> the system message (None = the chat template's default);
+    ``separator``: between ``</think>`` and ``<answer>`` in SFT targets.
+    """
+
+    name: str
+    user: dict[str, str]
+    question: Callable[[VideoRow], str] = lettered_options
+    type_suffix: dict[str, str] | None = None
+    system: dict[str, str | None] = field(default_factory=dict)
+    separator: str = ""
+
+    def __post_init__(self) -> None:
+        for stage in STAGES:
+            if "{question}" not in self.user.get(stage, ""):
+                raise ValueError(f"prompt template {self.name!r}: the {stage} text must contain {{question}}")
+
+    def check_row(self, row: VideoRow) -> None:
+        """Raise DataError naming the row if this template cannot prompt its problem type."""
+        if self.type_suffix is not None and row.problem_type not in self.type_suffix:
+            raise DataError(f"row {row.id}: prompt template {self.name!r} has no answer format for problem_type "
+                            f"{row.problem_type!r} (it has: {', '.join(self.type_suffix)})")
+
+    def user_text(self, row: VideoRow, stage: Stage) -> str:
+        """The user turn's text for ``row`` at ``stage``."""
+        self.check_row(row)
+        text = self.user[stage].replace("{question}", self.question(row))
+        return text + (self.type_suffix[row.problem_type] if self.type_suffix is not None else "")
+
+    def system_text(self, stage: Stage) -> str | None:
+        return self.system.get(stage)
+
+    def target(self, reasoning: str | None, answer: str) -> str:
+        """The SFT assistant text: ``<think>reasoning</think>`` (if any), the separator, ``<answer>answer</answer>``."""
+        if reasoning is None:
+            return f"<answer>{answer}</answer>"
+        return f"<think>{reasoning}</think>{self.separator}<answer>{answer}</answer>"
+
+    def texts(self) -> list[str]:
+        """The fixed texts of the template (for a tiny model's tokenizer corpus)."""
+        out = list(dict.fromkeys(self.user.values()))
+        out += list((self.type_suffix or {}).values()) + [s for s in self.system.values() if s]
+        return out
+
+
+TEMPLATES: Registry[Callable[[], PromptTemplate]] = Registry("prompt template")
+
+REELRL_TEXT = "{question}\nThink inside <think></think>, then answer inside <answer></answer>."
+
+
+def from_format(text: str, name: str = "custom") -> PromptTemplate:
+    """A template from one format string (every stage), reelrl's question layout and target."""
+    return PromptTemplate(name, {s: text for s in STAGES})
+
+
+@TEMPLATES.register("reelrl")
+def reelrl() -> PromptTemplate:
+    return from_format(REELRL_TEXT, "reelrl")
+
+
+# --- Video-R1 (tulerfeng/Video-R1): grpo.py / sft_video.py (train), eval_bench.py (eval)
+_VR1_HEAD = (
+    "{question}\n"
+    "Please think about this question as if you were a human pondering deeply. "
+    "Engage in an internal dialogue using expressions such as 'let me think', 'wait', 'Hmm', 'oh, I see', "
+    "'let's break it down', etc, or other natural language thought expressions "
+    "It's encouraged to include self-reflection or verification in the reasoning process. "
+)
+VIDEO_R1_TRAIN = _VR1_HEAD + (
+    "Provide your detailed reasoning between the <think> </think> tags, "
+    "and then give your final answer between the <answer> </answer> tags."
+)
+VIDEO_R1_EVAL = _VR1_HEAD + (
+    "Provide your detailed reasoning between the <think> and </think> tags, "
+    "and then give your final answer between the <answer> and </answer> tags."
+)
+#: Video-R1's TYPE_TEMPLATE under reelrl's problem-type names (its keys: multiple choice, numerical, OCR,
+#: free-form, regression)
+VIDEO_R1_TYPES = {
+    "multiple_choice": " Please provide only the single option letter (e.g., A, B, C, D, etc.) within the "
+                       "<answer> </answer> tags.",
+    "numerical": " Please provide the numerical value (e.g., 42 or 3.14) within the <answer> </answer> tags.",
+    "ocr": " Please transcribe text from the image/video clearly and provide your text answer within the "
+           "<answer> </answer> tags.",
+    "free_form": " Please provide your text answer within the <answer> </answer> tags.",
+    "regression": " Please provide the numerical value (e.g., 42 or 3.14) within the <answer> </answer> tags.",
+}
+
+
+def video_r1_question(row: VideoRow) -> str:
+    """Video-R1's question: ``problem + "Options:\\n" + "A. option\\n"...`` for multiple choice, else the problem."""
+    if row.problem_type == "multiple_choice" and row.options:
+        return row.question + "Options:\n" + "".join(f"{LETTERS[i]}. {o}\n" for i, o in enumerate(row.options))
+    return row.question
+
+
+@TEMPLATES.register("video_r1")
+def video_r1() -> PromptTemplate:
+    return PromptTemplate("video_r1", {"sft": VIDEO_R1_TRAIN, "rl": VIDEO_R1_TRAIN, "eval": VIDEO_R1_EVAL},
+                          question=video_r1_question, type_suffix=VIDEO_R1_TYPES,
+                          system={"sft": "You are a helpful assistant"}, separator="\n")
+
+
+# --- TW-GRPO (longmalongma/TW-GRPO): src/open_r1/grpo.py, question_type "mixed"
+TW_GRPO_TEXT = ("{question}  Output the thinking process in <think> </think> and final answer "
+                "(letters separated by , if multiple) in <answer> </answer> tags.")
+
+
+@TEMPLATES.register("tw_grpo")
+def tw_grpo() -> PromptTemplate:
+    return from_format(TW_GRPO_TEXT, "tw_grpo")
+
+
+# --- LongVILA-R1 (NVlabs/Long-RL): verl/utils/dataset.py (train), eval/eval.py (eval)
+_LONGVILA_HEAD = (
+    "You are a helpful assistant. The user asks a question, and then you solves it.\n\n"
+    "Please first think deeply about the question based on the given video, and then provide the final answer. "
+    "The reasoning process and answer are enclosed within <think> </think> and <answer> </answer> tags, "
+    "respectively, i.e., <think> reasoning process here </think> "
+)
+LONGVILA_R1_TRAIN = _LONGVILA_HEAD + "<answer> the letter of your choice (A, B, C, or D) </answer>.\n\n Question: {question}"
+LONGVILA_R1_EVAL = _LONGVILA_HEAD + "<answer> answer here </answer>.\n\n Question: {question}"
+
+
+@TEMPLATES.register("longvila_r1")
+def longvila_r1() -> PromptTemplate:
+    return PromptTemplate("longvila_r1", {"sft": LONGVILA_R1_TRAIN, "rl": LONGVILA_R1_TRAIN, "eval": LONGVILA_R1_EVAL})
+
+
+def get_template(spec: str | PromptTemplate) -> PromptTemplate:
+    """A template from a registered name, ``module:factory``, or a format string holding ``{question}``."""
+    if isinstance(spec, PromptTemplate):
+        return spec
+    if "{question}" in spec:
+        return from_format(spec)
+    tpl = TEMPLATES.resolve(spec)()
+    if not isinstance(tpl, PromptTemplate):
+        raise TypeError(f"prompt template {spec!r}: the factory returned {type(tpl).__name__}, not a PromptTemplate")
+    return tpl
