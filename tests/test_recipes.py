@@ -32,7 +32,7 @@ def tiny_overrides(tiny_gym: Path, tiny_model_dir: Path, out: Path) -> list[str]
     """Shrink any recipe to a smoke run on the session's tiny gym and model."""
     return [
         f"model.path={tiny_model_dir}", "model.build_tiny_if_missing=false",
-        "data.gym.enabled=false", f"data.train={tiny_gym / 'train.jsonl'}", f"data.test={tiny_gym / 'test.jsonl'}",
+        "data.gym.enabled=false", f"data.train={tiny_gym / 'train.jsonl'}", f"data.sft_train={tiny_gym / 'train.jsonl'}", f"data.test={tiny_gym / 'test.jsonl'}",
         f"output_dir={out}",
         "rl.steps=1", "rl.prompts_per_step=2", "rl.group_size=4", "rl.max_new_tokens=6",
         "sft.epochs=0.5", "sft.batch_size=4", "sft.micro_batch_size=4",

@@ -117,3 +117,18 @@ def test_cli_lists_and_shows_templates() -> None:
     assert "Please think about this question" in " ".join(res.output.split())
     res = CliRunner().invoke(app, ["templates", "nope"])
     assert res.exit_code == 2 and "valid names" in res.output
+
+
+def test_required_recipe_values_and_eval_sampling(tmp_path, recipe_dict) -> None:
+    import yaml
+
+    from reelrl.config import read_recipe
+
+    rec = tmp_path / "r.yaml"
+    rec.write_text(yaml.safe_dump({**recipe_dict, "model": {"path": "???"}, "eval": {"video": {"nframes": 32}}}))
+    with pytest.raises(ConfigError, match=r"needs model.path on the command line, e.g. model.path=\.\.\."):
+        read_recipe(rec)
+    cfg = read_recipe(rec, [f"model.path={recipe_dict['model']['path']}"])
+    assert cfg.eval_video().nframes == 32 and cfg.video.nframes == 16
+    assert cfg.eval_video().max_pixels == cfg.video.max_pixels == 3136  # the rest as in training
+    assert cfg.split_path("sft_train") == cfg.split_path("train")

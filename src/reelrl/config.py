@@ -91,6 +91,10 @@ class DataConfig(_Strict):
     """Dataset files (JSONL rows, see reelrl.data.schema)."""
 
     train: str | None = Field(None, description="Training JSONL; defaults to <gym.dir>/train.jsonl when the gym is on.")
+    sft_train: str | None = Field(
+        None, description="Training JSONL of the SFT stage when it differs from `train` (Video-R1: COT-165k for SFT, "
+        "260k for RL); null = `train`."
+    )
     val: str | None = Field(None, description="Validation JSONL.")
     test: str | None = Field(None, description="Held-out JSONL used by `eval`.")
     gym: GymConfig = Field(default_factory=GymConfig)
@@ -377,6 +381,10 @@ class EvalConfig(_Strict):
     max_new_tokens: int = Field(64, ge=1)
     max_rows: int | None = Field(None, ge=1)
     batch_size: int = Field(32, ge=1, description="Rows decoded together (greedy; the tokens do not depend on it).")
+    video: dict[str, Any] = Field(
+        default_factory=dict, description="Fields of `video` that differ at evaluation (papers evaluate on more "
+        "frames / pixels than they train on, e.g. {max_frames: 32, max_pixels: 200704}); {} = as in training."
+    )
 
 
 class LoggingConfig(_Strict):
@@ -450,6 +458,11 @@ class RecipeConfig(_Strict):
             raise ValueError("sft.batch_size must be a multiple of sft.micro_batch_size")
         if self.rl.prompts_per_step % self.rl.mini_batches:
             raise ValueError("rl.prompts_per_step must be a multiple of rl.mini_batches")
+        if self.eval.video:
+            try:
+                self.eval_video()
+            except ValidationError as e:
+                raise ValueError(f"eval.video: {e}") from None
         if self.rl.vision_cache_dir is not None and not self.rl.cache_vision:
             raise ValueError("rl.vision_cache_dir needs rl.cache_vision: true (the cache stores those embeddings)")
         if self.data.train is None and not self.data.gym.enabled:
@@ -460,7 +473,13 @@ class RecipeConfig(_Strict):
     def run_dir(self) -> Path:
         return Path(self.output_dir.format(name=self.name, seed=self.seed))
 
+    def eval_video(self) -> VideoSampling:
+        """The frame sampling of evaluation: ``video`` with ``eval.video`` over it."""
+        return VideoSampling.model_validate({**self.video.model_dump(exclude_unset=True), **self.eval.video})
+
     def split_path(self, split: str) -> Path:
+        if split == "sft_train" and self.data.sft_train is None:
+            split = "train"
         explicit = getattr(self.data, split)
         if explicit is not None:
             return Path(explicit)
@@ -572,7 +591,26 @@ def read_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeC
     tree = read_recipe_tree(path)
     for key, value in parse_overrides(overrides or []):
         _set_dotted(tree, key, value)
+    missing = _required(tree)
+    if missing:
+        raise ConfigError(f"{path}: the recipe needs {', '.join(missing)} on the command line, e.g. "
+                          + " ".join(f"{k}=..." for k in missing))
     return config_from_dict(tree, source=str(path))
+
+
+#: a recipe value that the user must give (``model.path: ???``): local paths a packaged recipe cannot know
+REQUIRED = "???"
+
+
+def _required(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys of ``tree`` still set to :data:`REQUIRED`."""
+    out = []
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out += _required(v, f"{prefix}{k}.")
+        elif v == REQUIRED:
+            out.append(prefix + k)
+    return out
 
 
 def config_from_dict(tree: dict[str, Any], source: str = "<dict>") -> RecipeConfig:

@@ -109,9 +109,9 @@ def tokenizer_corpus(jsonl_paths: list[Path], extra: list[str] = ()) -> list[str
 
 def load_rows(cfg: RecipeConfig, split: str) -> list[VideoRow]:
     rows = load_jsonl(cfg.split_path(split))
-    if split == "train" and cfg.data.max_rows:
+    if split in ("train", "sft_train") and cfg.data.max_rows:
         rows = rows[: cfg.data.max_rows]
-    if split != "train" and cfg.eval.max_rows:
+    if split not in ("train", "sft_train") and cfg.eval.max_rows:
         rows = rows[: cfg.eval.max_rows]
     return rows
 
@@ -165,8 +165,9 @@ class Pipeline:
                 rows: list[VideoRow] = ()) -> PromptEncoder:
         """The prompt encoder of a stage of ``kind``: the prompt template's texts for it, its video sampling
         resolved for the checkpoint (saved in ``stage_dir``); every row of ``rows`` checked against the template."""
+        video = self.cfg.eval_video() if kind == "eval" else self.cfg.video
         try:
-            enc = PromptEncoder(processor, self.cfg.video, self.cfg.prompt.template, self.cfg.prompt.system,
+            enc = PromptEncoder(processor, video, self.cfg.prompt.template, self.cfg.prompt.system,
                                 self.device, stage=PROMPT_STAGE[kind])
         except ValueError as e:
             raise ConfigError(f"{self.model_path}: {e}") from None
@@ -239,7 +240,7 @@ class Pipeline:
         if self.dims.fsdp:
             shard_model(vlm.wrapped, self.dims)
         reference = self._reference(vlm) if trainer_cls.needs_reference(self.cfg) else None
-        rows = load_rows(self.cfg, "train")
+        rows = load_rows(self.cfg, "sft_train" if kind == "sft" else "train")
         trainer = trainer_cls(self.cfg, vlm, processor.tokenizer, self.encoder(processor, stage_dir, kind, rows),
                               rows, stage_dir, reference, dims=self.dims)
         return fit(trainer, processor, self._logger(stage_dir), self.cfg.checkpoint, progress=self.cfg.logging.progress,
