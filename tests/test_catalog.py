@@ -81,9 +81,20 @@ def test_an_explicit_beta_wins_over_the_loss_default():
 def test_every_packaged_recipe_passes_the_check():
     from reelrl.config import packaged_recipes
 
+    from reelrl.config import read_recipe_tree
+
     for name in packaged_recipes():
-        cfg = load_recipe(name)
+        # a real-checkpoint recipe needs its paths (``???``) on the command line
+        paths = [f"{k}=/given" for k in ("model.path", "data.train", "data.sft_train", "data.test")
+                 if _get(read_recipe_tree(name), k) == "???"]
+        cfg = load_recipe(name, paths)
         assert cfg.rl.beta is not None, name
+
+
+def _get(tree: dict, dotted: str):
+    for k in dotted.split("."):
+        tree = tree.get(k, {}) if isinstance(tree, dict) else {}
+    return tree
 
 
 def test_cli_reports_the_field_and_exits_2(tmp_path):
