@@ -188,14 +188,39 @@ def gym(
 
 @app.command()
 def tiny(out: Path, gym_dir: Optional[Path] = typer.Option(None, help="Train the tokenizer on this gym's text."),
-         seed: int = typer.Option(0)) -> None:
-    """Build the tiny Qwen2.5-VL checkpoint (random init, locally trained tokenizer)."""
-    from reelrl.models.tiny import build_tiny
+         seed: int = typer.Option(0),
+         family: Optional[str] = typer.Option(
+             None, help="Build a real-format checkpoint of this family instead (qwen2_vl | qwen2_5_vl | qwen3_vl): "
+                        "the published config, processor files and token ids at reduced depth, random weights."),
+         like: Optional[Path] = typer.Option(None, help="Reduce this local checkpoint's layout instead of the "
+                                                        "published one (its config, processor and tokenizer)."),
+         tokenizer: Optional[Path] = typer.Option(None, help="A Qwen tokenizer.json (real vocabulary) for --family."),
+         layers: int = typer.Option(2, help="Language-model layers of a real-format checkpoint."),
+         vision_depth: int = typer.Option(2, help="Vision blocks of a real-format checkpoint."),
+         width: str = typer.Option("published", help="published: real widths; reduced: 2 heads of the real head size."),
+         ) -> None:
+    """Build a checkpoint for trying reelrl without weights: the tiny Qwen2.5-VL (default), or a real-format
+    Qwen2-VL / Qwen2.5-VL / Qwen3-VL at reduced depth (``--family`` or ``--like``)."""
     from reelrl.pipeline import tokenizer_corpus
 
     paths = [gym_dir / f"{split}.jsonl" for split in ("train", "val", "test")] if gym_dir is not None else []
-    path = build_tiny(out, tokenizer_corpus(paths), seed=seed)
-    console.print(f"tiny checkpoint written to {path}")
+    if family is None and like is None:
+        from reelrl.models.tiny import build_tiny
+
+        path = build_tiny(out, tokenizer_corpus(paths), seed=seed)
+        console.print(f"tiny checkpoint written to {path}")
+        return
+    from reelrl.models.reduced import build_reduced
+
+    if width not in ("published", "reduced"):
+        _fail(f"--width must be 'published' or 'reduced', got {width!r}")
+    try:
+        path = build_reduced(out, family or "qwen2_5_vl", like=like, tokenizer=tokenizer,
+                             texts=tokenizer_corpus(paths), num_layers=layers, vision_depth=vision_depth,
+                             width=width, seed=seed)  # type: ignore[arg-type]
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    console.print(f"real-format checkpoint written to {path}: {(path / 'README.md').read_text().splitlines()[0][2:]}")
 
 
 @app.command("import-video-r1")
