@@ -37,3 +37,24 @@ def test_eval_refuses_a_training_run_and_labels_results_by_model(recipe_dict, ti
     sampling = json.loads((out / "0-eval" / "video_sampling.json").read_text())
     assert (sampling["size_factor"], sampling["frame_factor"]) == (28, 2)  # from the checkpoint
     assert (run / "config.yaml").read_bytes() == before
+
+
+def test_required_paths_are_needed_only_by_the_stages_that_read_them() -> None:
+    import pytest
+
+    from reelrl.config import ConfigError
+    from reelrl.pipeline import load_recipe
+
+    cfg = load_recipe("video_r1_7b", ["stages=[eval]", "data.test=/data/eval.jsonl"], {"model.path": "/m/rl"})
+    assert (cfg.model.path, cfg.data.test, cfg.data.train, cfg.data.sft_train) == ("/m/rl", "/data/eval.jsonl",
+                                                                                   None, None)
+    cfg = load_recipe("video_r1_7b", ["stages=[eval]", "data.test=t", "model.path=/base"], {"model.path": "/m/rl"})
+    assert cfg.model.path == "/base"  # fill only replaces what the recipe left required
+    with pytest.raises(ConfigError, match=r"needs model.path, data.test on the command line"):
+        load_recipe("video_r1_7b", ["stages=[eval]"])
+    with pytest.raises(ConfigError, match=r"needs data.sft_train on the command line"):
+        load_recipe("video_r1_7b", ["model.path=m", "data.train=t", "data.test=e"])
+    cfg = load_recipe("video_r1_7b", ["stages=[rl]", "model.path=m", "data.train=t"])
+    assert (cfg.data.sft_train, cfg.data.test) == (None, None)
+    with pytest.raises(ConfigError, match=r"data.test is required by stage\(s\) \['eval'\]"):
+        load_recipe("quickstart", ["data.gym.enabled=false", "data.train=t", "data.test=null"])

@@ -34,11 +34,11 @@ def _fail(msg: str) -> None:
     raise typer.Exit(2)
 
 
-def _load(recipe: str | Path, overrides: list[str] | None) -> RecipeConfig:
+def _load(recipe: str | Path, overrides: list[str] | None, fill: dict | None = None) -> RecipeConfig:
     from reelrl.pipeline import load_recipe
 
     try:
-        return load_recipe(recipe, overrides or [])
+        return load_recipe(recipe, overrides or [], fill)
     except ConfigError as e:
         _fail(str(e))
         raise  # unreachable
@@ -155,8 +155,7 @@ def eval_(recipe: str, overrides: Optional[list[str]] = OVERRIDES,
     command line sets them. Nothing unused is built: with ``--model`` the
     recipe's tiny checkpoint is not.
     """
-    cfg = _load(recipe, overrides)
-    cfg.stages = ["eval"]
+    cfg = _load(recipe, [*(overrides or []), "stages=[eval]"], {"model.path": model} if model else None)
     label = model_label(model or cfg.model.path)
     cfg.output_dir = str(eval_dir(cfg, label, out, overwrite))
     if (cfg.run_dir() / "0-eval" / "done.json").exists():

@@ -465,8 +465,12 @@ class RecipeConfig(_Strict):
                 raise ValueError(f"eval.video: {e}") from None
         if self.rl.vision_cache_dir is not None and not self.rl.cache_vision:
             raise ValueError("rl.vision_cache_dir needs rl.cache_vision: true (the cache stores those embeddings)")
-        if self.data.train is None and not self.data.gym.enabled:
-            raise ValueError("data.train is required unless data.gym.enabled is true")
+        if not self.data.gym.enabled:
+            needed = {"train": {"sft", "rl"}, self.eval.split: {"eval"}}
+            for split, stages in needed.items():
+                if set(self.stages) & stages and getattr(self.data, split, None) is None:
+                    raise ValueError(f"data.{split} is required by stage(s) {sorted(set(self.stages) & stages)} "
+                                     "unless data.gym.enabled is true")
         return self
 
     # ------------------------------------------------------------------ paths
@@ -582,15 +586,26 @@ def read_recipe_tree(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict[str
     return _deep_merge(base_tree, tree)
 
 
-def read_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
+def read_recipe(path: str | Path, overrides: list[str] | None = None,
+                fill: dict[str, Any] | None = None) -> RecipeConfig:
     """Read a recipe YAML (or packaged recipe name) and its bases, apply dotted overrides, validate the fields.
 
-    Component names and their kwargs are checked by ``reelrl.pipeline.load_recipe``.
+    Values the recipe leaves :data:`REQUIRED` are needed only by the stages
+    that read them (:data:`USED_BY`): ``stages=[eval]`` needs no training
+    data. ``fill`` gives values for keys still REQUIRED after the overrides
+    (``reelrl eval --model DIR`` fills ``model.path``). Component names and
+    their kwargs are checked by ``reelrl.pipeline.load_recipe``.
     """
     path = resolve_recipe(path)
     tree = read_recipe_tree(path)
     for key, value in parse_overrides(overrides or []):
         _set_dotted(tree, key, value)
+    stages = set(tree.get("stages") or [])
+    for key in _required(tree):
+        if key in (fill or {}):
+            _set_dotted(tree, key, fill[key])  # type: ignore[index]
+        elif key in USED_BY and stages and not stages & USED_BY[key]:
+            _set_dotted(tree, key, None)
     missing = _required(tree)
     if missing:
         raise ConfigError(f"{path}: the recipe needs {', '.join(missing)} on the command line, e.g. "
@@ -600,6 +615,11 @@ def read_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeC
 
 #: a recipe value that the user must give (``model.path: ???``): local paths a packaged recipe cannot know
 REQUIRED = "???"
+
+#: the stages that read each data path a recipe may leave REQUIRED (``data.train`` is SFT's rows when
+#: ``data.sft_train`` is unset); a REQUIRED path no stage of the run reads is left unset
+USED_BY: dict[str, set[str]] = {"data.train": {"sft", "rl"}, "data.sft_train": {"sft"},
+                                "data.val": {"eval"}, "data.test": {"eval"}}
 
 
 def _required(tree: dict[str, Any], prefix: str = "") -> list[str]:

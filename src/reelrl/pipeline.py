@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -53,13 +54,14 @@ PROMPT_STAGE = {"sft": "sft", "rl": "rl", "dpo": "rl", "eval": "eval"}
 TRAINERS: dict[str, type[StageTrainer]] = {"sft": SFTTrainer, "rl": RLTrainer, "dpo": DPOTrainer}
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RecipeConfig:
+def load_recipe(path: str | Path, overrides: list[str] | None = None,
+                fill: dict[str, Any] | None = None) -> RecipeConfig:
     """A recipe file or packaged name with dotted overrides: fields validated, then every component checked.
 
     Raises :class:`reelrl.config.ConfigError` naming the field; nothing is
     loaded or built (see :func:`reelrl.train.catalog.check_recipe`).
     """
-    return check_recipe(read_recipe(path, overrides))
+    return check_recipe(read_recipe(path, overrides, fill))
 
 
 def prepare_data(cfg: RecipeConfig) -> None:
