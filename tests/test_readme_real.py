@@ -10,7 +10,7 @@ commands run with only these substitutions: the file names, the video root
 and the model path; overrides appended to ``train`` and ``eval`` so that a run
 fits a test: a few rows, one RL step, short generations, and fp32 compute
 (this machine's CPU has no bf16 matrix units: a bf16 matmul runs on a
-generic kernel, ~80x slower than fp32, see benchmarks/real_width.py; the
+generic kernel, 80-150x slower than fp32, see benchmarks/real_width.py; the
 recipe's bf16 with fp32 master weights is tested in tests/test_precision.py
 and tests/test_real_format.py). ``--nproc 4`` stays: four processes share
 this machine's cores.
