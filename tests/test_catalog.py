@@ -97,6 +97,61 @@ def _get(tree: dict, dotted: str):
     return tree
 
 
+#: the published settings each real-checkpoint recipe must carry (see each recipe's header for the sources)
+PUBLISHED = {
+    "video_r1_7b": {
+        "stages": ["sft", "rl", "eval"], "model.freeze_vision": False, "rl.optim.lr": 1e-6, "sft.optim.lr": 1e-6,
+        "rl.group_size": 8, "rl.prompts_per_step": 4, "rl.max_new_tokens": 768, "rl.beta": 0.04, "rl.steps": 1200,
+        "rl.loss": "grpo", "rl.optim.grad_clip": 5.0, "rl.optim.weight_decay": 0.01,
+        "video.fps": 2.0, "video.max_frames": 16, "video.max_pixels": 100352,
+        "eval.max_new_tokens": 1024, "eval_video.max_frames": 32, "eval_video.max_pixels": 200704,
+    },
+    "tw_grpo_7b": {
+        "stages": ["rl", "eval"], "model.freeze_vision": True, "rl.optim.lr": 1e-6, "rl.optim.schedule": "linear",
+        "rl.optim.warmup_steps": 0, "rl.optim.weight_decay": 0.0, "rl.optim.grad_clip": 20.0,
+        "rl.group_size": 8, "rl.prompts_per_step": 2, "rl.max_new_tokens": 4096, "rl.temperature": 1.0,
+        "rl.beta": 0.0, "rl.steps": 500, "rl.loss": "tw_grpo", "rl.token_weights.alpha": 1.7,
+        "rl.loss_kwargs": {"agg": "token-mean", "clip_low": 0.2, "clip_high": 0.28},
+        "rl.rewards": [("multi_choice_soft", 1.0), ("format", 1.0)], "rl.augment": ["qa_inversion"],
+        "prompt.template": "tw_grpo", "video.fps": 2.0, "video.nframes": None, "video.min_frames": 4,
+        "video.max_frames": 16, "video.min_pixels": 100352, "video.max_pixels": 153664,
+        "eval.max_new_tokens": 4096, "eval_video.nframes": 16, "eval_video.max_pixels": 153664,
+    },
+    "seed_bench_r1_7b": {
+        "stages": ["rl", "eval"], "model.freeze_vision": False, "rl.optim.lr": 1e-6, "rl.optim.schedule": "linear",
+        "rl.optim.warmup_steps": 0, "rl.optim.weight_decay": 0.0, "rl.group_size": 8, "rl.prompts_per_step": 8,
+        "rl.max_new_tokens": 256, "rl.temperature": 1.0, "rl.beta": 0.1, "rl.kl_estimator": "k3", "rl.loss": "grpo",
+        "rl.rewards": [("accuracy", 1.0)], "rl.augment": [], "sft.optim.lr": 2e-5, "sft.optim.schedule": "cosine",
+        "sft.batch_size": 128, "video.fps": 2.0, "video.nframes": None, "video.max_frames": 16,
+        "video.min_pixels": 100352, "video.max_pixels": 153664, "eval.max_new_tokens": 256,
+        "eval_video.max_frames": 16, "eval_video.max_pixels": 153664,
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED))
+def test_real_checkpoint_recipes_carry_the_published_settings(name):
+    from reelrl.config import read_recipe_tree
+
+    tree = read_recipe_tree(name)
+    assert tree["model"]["path"] == "???" and tree["model"]["build_tiny_if_missing"] is False
+    assert tree["data"]["gym"] == {"enabled": False} and tree["threads"] is None
+    assert tree["output_dir"] == "runs/{name}-seed{seed}"
+    cfg = load_recipe(name, ["model.path=/m", "data.train=/t", "data.sft_train=/s", "data.test=/e"])
+    assert (cfg.model.dtype, cfg.model.master_weights, cfg.model.gradient_checkpointing) == ("bfloat16", "float32", True)
+    values = {**cfg.model_dump(), "eval_video": cfg.eval_video().model_dump()}
+    for key, want in PUBLISHED[name].items():
+        got = _get(values, key) if "." in key else values[key]
+        if key == "rl.rewards":
+            got = [(r["name"], r["weight"]) for r in got]
+        elif key == "rl.augment":
+            got = [a["name"] for a in got]
+        if isinstance(want, float):
+            assert got == pytest.approx(want), (name, key)
+        else:
+            assert got == want, (name, key)
+
+
 def test_cli_reports_the_field_and_exits_2(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(
