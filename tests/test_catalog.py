@@ -135,7 +135,7 @@ def test_real_checkpoint_recipes_carry_the_published_settings(name):
 
     tree = read_recipe_tree(name)
     assert tree["model"]["path"] == "???" and tree["model"]["build_tiny_if_missing"] is False
-    assert tree["data"]["gym"] == {"enabled": False} and tree["threads"] is None
+    assert tree["data"]["gym"]["enabled"] is False and tree["threads"] is None
     assert tree["output_dir"] == "runs/{name}-seed{seed}"
     cfg = load_recipe(name, ["model.path=/m", "data.train=/t", "data.sft_train=/s", "data.test=/e"])
     assert (cfg.model.dtype, cfg.model.master_weights, cfg.model.gradient_checkpointing) == ("bfloat16", "float32", True)
