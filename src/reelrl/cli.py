@@ -53,7 +53,7 @@ def _run(cfg: RecipeConfig, resume: bool, stop_after: int | None, model: str | N
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return Pipeline(cfg, model_path=model, label=label).run(resume=resume, stop_after=stop_after)
-    except (DataError, VideoError, ConfigError, FileExistsError, FileNotFoundError) as e:
+    except (DataError, VideoError, ConfigError, FileExistsError, FileNotFoundError, FloatingPointError) as e:
         _fail(str(e))
         raise
     except Exception as e:

@@ -15,7 +15,7 @@ runs right after :func:`read_recipe`, before any model is built.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -36,7 +36,9 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Unknown keys are errors; every float field must be finite (``lr=.inf`` or a NaN eps is refused at load)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class LoraConfig(_Strict):
@@ -100,6 +102,9 @@ class DataConfig(_Strict):
     gym: GymConfig = Field(default_factory=GymConfig)
     shuffle: bool = Field(True, description="Reshuffle the training rows every epoch (seeded).")
     max_rows: int | None = Field(None, ge=1, description="Use only the first N training rows.")
+    max_prompt_tokens: int | None = Field(
+        65536, ge=1, description="A row whose prompt (text and visual tokens) is longer is a counted skip naming "
+        "the row, in training and eval; the question alone is checked before its video is decoded. null: no limit.")
 
 
 class PromptConfig(_Strict):
@@ -130,10 +135,11 @@ class PromptConfig(_Strict):
 class OptimConfig(_Strict):
     """AdamW with linear warmup and cosine / constant / linear decay."""
 
-    lr: float = Field(1e-5, gt=0.0)
+    lr: float = Field(1e-5, gt=0.0, le=10.0, description="Peak learning rate (at most 10: above, AdamW only diverges, "
+                      "and near fp32's range its step overflows).")
     weight_decay: float = Field(0.0, ge=0.0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
+    betas: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0.0, description="AdamW's epsilon.")
     warmup_steps: int = Field(0, ge=0)
     schedule: Literal["cosine", "constant", "linear"] = "cosine"
     min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="Final lr as a fraction of lr (cosine/linear).")

@@ -170,7 +170,8 @@ class Pipeline:
         video = self.cfg.eval_video() if kind == "eval" else self.cfg.video
         try:
             enc = PromptEncoder(processor, video, self.cfg.prompt.template, self.cfg.prompt.system,
-                                self.device, stage=PROMPT_STAGE[kind])
+                                self.device, stage=PROMPT_STAGE[kind],
+                                max_prompt_tokens=self.cfg.data.max_prompt_tokens)
         except ValueError as e:
             raise ConfigError(f"{self.model_path}: {e}") from None
         enc.check_rows(rows)

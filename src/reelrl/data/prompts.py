@@ -40,6 +40,10 @@ from reelrl.video.transforms import FrameTransform
 log = logging.getLogger(__name__)
 
 
+class PromptTooLong(ValueError):
+    """A row's prompt exceeds ``data.max_prompt_tokens``: a counted skip, like an unreadable video."""
+
+
 
 @dataclass
 class PromptEncoder:
@@ -52,6 +56,7 @@ class PromptEncoder:
     device: torch.device | str = "cpu"
     cache_size: int = 256
     stage: Stage = "rl"  # which of the template's texts: sft, rl (and DPO), eval
+    max_prompt_tokens: int | None = None  # longer prompts raise PromptTooLong (data.max_prompt_tokens)
     skipped: dict[str, str] = field(default_factory=dict)  # row id -> reason
     _cache: OrderedDict = field(default_factory=OrderedDict)
     _pending: dict[str, Future] = field(default_factory=dict)  # prompt key -> prefetch in flight
@@ -110,9 +115,12 @@ class PromptEncoder:
         self, key: str, row: VideoRow, transform: FrameTransform | None, variant: str, hint: str | None
     ) -> EncodedPrompt:
         """Decode, transform and process one row, uncached (runs in the prefetch thread too)."""
+        text = self.user_text(row, hint)
+        self.check_length(row, text)
         video = self.frames(row)
         frames = transform(video.frames) if transform is not None else video.frames  # [T, H, W, 3]
-        enc = encode_prompt(self.processor, self.user_text(row, hint), frames, video.fps, system=self.system)
+        enc = encode_prompt(self.processor, text, frames, video.fps, system=self.system)
+        self.check_length(row, tokens=int(enc["input_ids"].shape[-1]))
         prompt = self._to_prompt(key, enc)
         prompt.meta.update(
             fps=video.fps,
@@ -181,18 +189,33 @@ class PromptEncoder:
         if executor is not None:
             executor.shutdown(wait=True, cancel_futures=True)
 
+    def check_length(self, row: VideoRow, text: str | None = None, tokens: int | None = None) -> None:
+        """Raise :class:`PromptTooLong` if ``text`` alone (before any video is decoded) or the whole prompt
+        (``tokens``) is longer than ``max_prompt_tokens``."""
+        if self.max_prompt_tokens is None:
+            return
+        what = "the whole prompt"
+        if text is not None:
+            tokenizer = getattr(self.processor, "tokenizer", self.processor)
+            tokens, what = len(tokenizer(text, add_special_tokens=False)["input_ids"]), "its text alone"
+        if tokens is not None and tokens > self.max_prompt_tokens:
+            raise PromptTooLong(f"row {row.id}: prompt too long ({what} is {tokens} tokens, data.max_prompt_tokens "
+                                f"is {self.max_prompt_tokens})")
+
     def try_encode(self, row: VideoRow, **kw) -> EncodedPrompt | None:
-        """Like :meth:`encode` but a broken video is a counted, logged skip."""
+        """Like :meth:`encode` but a broken video or a too-long prompt is a counted, logged skip."""
         try:
             return self.encode(row, **kw)
-        except VideoError as e:
+        except (VideoError, PromptTooLong) as e:
             if row.id not in self.skipped:
                 log.warning("skipping %s", e)
             self.skipped[row.id] = str(e)
             return None
 
     def encode_sft(self, row: VideoRow, target: str) -> dict:
-        """Full conversation with labels on the assistant tokens only."""
+        """Full conversation with labels on the assistant tokens only (the prompt's text checked by
+        :meth:`check_length` first)."""
+        self.check_length(row, self.user_text(row))
         video = self.frames(row)
         return encode_sft_example(
             self.processor, self.user_text(row), video.frames, video.fps, target, system=self.system

@@ -41,7 +41,7 @@ T = TypeVar("T")
 class ParallelConfig(BaseModel):
     """The ``parallel:`` section of a recipe. Defaults: one process behaves exactly as without it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     dp: int | None = Field(
         None, ge=1, description="Data-parallel degree; null = world size / sp. dp * sp must equal the world size."

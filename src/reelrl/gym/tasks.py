@@ -69,7 +69,7 @@ DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
 class GymSpec(BaseModel):
     """What to generate. Every field is part of the gym's identity (see ``ensure_gym``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     families: list[str] = Field(
         default_factory=lambda: list(DEFAULT_FAMILIES),

@@ -21,6 +21,7 @@ saved in that half dtype.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,7 +42,7 @@ from reelrl.train.checkpoint import (
     save_checkpoint,
     save_final_model,
 )
-from reelrl.train.optim import clip_and_norm, make_optimizer, make_scheduler
+from reelrl.train.optim import all_finite, clip_and_norm, make_optimizer, make_scheduler, nonfinite_parameters
 
 
 class DataPosition(Protocol):
@@ -92,10 +93,24 @@ class StageTrainer:
         and let the rollout engine pick up the new weights.
 
         Returns the global gradient norm before clipping (the same on every rank).
+        Raises :class:`FloatingPointError` on a non-finite gradient norm (before
+        the update) or on weights the update made non-finite (checked after
+        it, on every rank), so that nothing non-finite is ever saved.
         """
         self.dims.reduce_gradients(self.params)
         norm = clip_and_norm(self.params, self.grad_clip)
+        lr = self.opt.param_groups[0]["lr"]
+        if not math.isfinite(norm):
+            raise FloatingPointError(
+                f"{self.title} step {self.step_idx + 1}: non-finite gradient norm {norm} at lr {lr:g}: the loss "
+                "overflowed in backward (a too-high learning rate, fp16 without loss scaling, extreme input "
+                "values); the weights were not updated and nothing was saved")
         self.opt.step()
+        if self.dims.max(float(not all_finite(self.params))):
+            raise FloatingPointError(
+                f"{self.title} step {self.step_idx + 1}: the optimizer step made weights non-finite (lr {lr:g}, "
+                f"gradient norm {norm:.4g}): the learning rate or the optimizer settings are too extreme; nothing "
+                "was saved from this step, the last checkpoint is intact")
         self.sched.step()
         self.opt.zero_grad(set_to_none=True)
         self.engine.sync_weights()
@@ -177,5 +192,10 @@ def fit(
     if trainer.step_idx < trainer.total_steps:
         save()
         return None
+    bad = nonfinite_parameters(model)
+    if dims.max(float(len(bad))):
+        names = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "") if bad else "on another rank"
+        raise FloatingPointError(f"{trainer.title}: the final weights are not finite ({names}); "
+                                 "the final model was not saved")
     save_final_model(model, processor, stage_dir / "model", dims, dtype=trainer.vlm.compute_dtype)
     return {"steps": trainer.step_idx, "last": last, "skipped_videos": trainer.skipped_videos(), **trainer.result()}

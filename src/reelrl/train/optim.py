@@ -44,3 +44,23 @@ def clip_and_norm(params, max_norm: float | None) -> float:
     if hasattr(norm, "full_tensor"):  # FSDP2: a DTensor holding the global norm
         norm = norm.full_tensor()
     return float(norm)
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    return t.to_local() if hasattr(t, "to_local") else t  # FSDP2 DTensor: this rank's shard
+
+
+def all_finite(params) -> bool:
+    """Whether every element of ``params`` (this rank's shards) is finite: one fused norm per tensor, one sync."""
+    local = [_local(p.detach()) for p in params]
+    local = [t for t in local if t.numel()]
+    if not local:
+        return True
+    norms = torch._foreach_norm(local)  # [n] per-tensor 2-norms: inf/nan iff a non-finite element (or overflow)
+    return bool(torch.isfinite(torch.stack([n.float() for n in norms]).sum()))
+
+
+def nonfinite_parameters(model: torch.nn.Module) -> list[str]:
+    """Names of ``model``'s parameters and buffers holding a NaN or an infinity (this rank's shards)."""
+    named = [*model.named_parameters(), *model.named_buffers()]
+    return [n for n, t in named if t.is_floating_point() and not bool(torch.isfinite(_local(t.detach())).all())]

@@ -132,7 +132,7 @@ class VideoSampling(BaseModel):
     differences).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     fps: float | None = Field(
         default=2.0,
