@@ -68,6 +68,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--workdir", type=Path, default=Path(".cache/bench-real-width"))
     ap.add_argument("--out", type=Path, default=Path(".cache/bench-real-width/results.json"))
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per mode")
+    ap.add_argument("--swap", action="store_true",
+                    help="count free swap as available memory (for a mode larger than RAM; its times include paging)")
     ap.add_argument("--_worker", default=None, help=argparse.SUPPRESS)
     return ap.parse_args(argv)
 
@@ -114,11 +116,43 @@ def static_gib(mode: str, dtype: str, params: dict) -> float:
     return (n * w + n * (master + state) + n * w) / GIB  # last term: the frozen reference copy
 
 
-def available_gib() -> float:
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemAvailable:"):
-            return int(line.split()[1]) / 2**20
-    return float("inf")
+def _meminfo_gib(field: str, path: str = "/proc/meminfo") -> float | None:
+    try:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+def available_gib(swap: bool = False) -> float:
+    have = _meminfo_gib("MemAvailable")
+    if have is None:
+        return float("inf")
+    return have + ((_meminfo_gib("SwapFree") or 0.0) if swap else 0.0)
+
+
+class FootprintPeak:
+    """Samples this process's resident plus swapped-out memory (VmRSS + VmSwap) every 0.2 s; max RSS alone
+    undercounts a process that pages."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak, self._stop = 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            rss, swap = (_meminfo_gib(f, "/proc/self/status") for f in ("VmRSS", "VmSwap"))
+            self.peak = max(self.peak, (rss or 0.0) + (swap or 0.0))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
 
 
 def recipe(job: dict) -> dict:
@@ -138,7 +172,7 @@ def recipe(job: dict) -> dict:
                "optim": {"lr": 1e-6, "schedule": "constant"}},
         "eval": {"max_rows": 1},
         "logging": {"progress": False, "tensorboard": False},
-        "checkpoint": {"every": 0, "save_final_model": False},
+        "checkpoint": {"every": 0},
     }
 
 
@@ -148,14 +182,17 @@ def worker(job: dict) -> None:
     from reelrl.pipeline import Pipeline
 
     cfg = config_from_dict(recipe(job))
+    footprint = FootprintPeak()
     t0 = time.perf_counter()
     Pipeline(cfg).run()
     wall = time.perf_counter() - t0
+    peak_with_swap = footprint.stop()
     lines = (Path(cfg.output_dir) / "0-rl" / "metrics.jsonl").read_text().splitlines()
     m = [json.loads(x) for x in lines if '"time/update"' in x][-1]
     phases = {p: m.get(f"time/{p}", 0.0) for p in PHASES}
     out = {"phases": phases, "step_s": sum(phases.values()), "stage_wall_s": wall,
            "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+           "peak_rss_swap_gib": peak_with_swap,
            "completion_tokens": m.get("completion/length")}
     print(RESULT_TAG + json.dumps(out), flush=True)
 
@@ -213,12 +250,16 @@ def main(argv: list[str] | None = None) -> None:
         for mode in args.modes:
             if (mode, frames) in done:
                 continue
-            need, have = static_gib(mode, "bfloat16" if mode == "full-bf16" else args.dtype, params), available_gib()
+            need = static_gib(mode, "bfloat16" if mode == "full-bf16" else args.dtype, params)
+            have = available_gib(args.swap)
             res: dict = {"mode": mode, "frames": frames, "static_gib": round(need, 1)}
+            if args.swap and need > 0.9 * available_gib():
+                res["paged"] = True  # larger than RAM: its times include swapping
             slow = probe["bfloat16"] / probe["float32"]
             bf16 = mode == "full-bf16" or args.dtype == "bfloat16"
             if need > 0.9 * have:
-                res["skipped"] = f"needs ~{need:.1f} GiB before activations, {have:.1f} GiB available"
+                res["skipped"] = (f"needs ~{need:.1f} GiB before activations, {have:.1f} GiB available"
+                                  + ("" if args.swap else " (--swap counts swap)"))
             elif bf16 and slow > 10 and not args.slow_bf16:
                 res["skipped"] = f"bf16 matmuls run {slow:.0f}x slower than fp32 on this CPU (--slow-bf16 runs it)"
             else:
@@ -242,16 +283,20 @@ def print_table(report: dict, console) -> None:
     table = Table(title=f"one RL step, 2-layer Qwen2.5-VL at 7B widths ({report['params']['total'] / 1e9:.2f} B "
                         f"params), 1 prompt x G={s['group_size']}, {s['max_new_tokens']} new tokens, {s['dtype']}, "
                         f"{report['cpu_count']} CPU cores")
-    for c in ("mode", "frames", *PHASES, "step s", "peak RSS GiB", "static GiB"):
+    for c in ("mode", "frames", *PHASES, "step s", "peak RSS GiB", "RSS+swap GiB", "static GiB"):
         table.add_column(c, justify="left" if c == "mode" else "right")
     for r in sorted(report["results"], key=lambda r: (r["frames"], MODES.index(r["mode"]))):
         if "step_s" not in r:
             table.add_row(r["mode"], str(r["frames"]), f"[red]{r.get('skipped') or r.get('error')}"[:160],
-                          *[""] * (len(PHASES) + 1), f"{r['static_gib']:.1f}")
+                          *[""] * (len(PHASES) + 2), f"{r['static_gib']:.1f}")
             continue
-        table.add_row(r["mode"], str(r["frames"]), *(f"{r['phases'][p]:.1f}" for p in PHASES), f"{r['step_s']:.1f}",
-                      f"{r['peak_gib']:.1f}", f"{r['static_gib']:.1f}")
+        both = r.get("peak_rss_swap_gib")
+        table.add_row(r["mode"] + (" (paged)" if r.get("paged") else ""), str(r["frames"]),
+                      *(f"{r['phases'][p]:.1f}" for p in PHASES), f"{r['step_s']:.1f}", f"{r['peak_gib']:.1f}",
+                      f"{both:.1f}" if both else "", f"{r['static_gib']:.1f}")
     console.print(table)
+    if any(r.get("paged") for r in report["results"]):
+        console.print("(paged): larger than RAM, run with --swap; its times include swapping to disk")
 
 
 if __name__ == "__main__":

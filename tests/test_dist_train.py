@@ -33,6 +33,7 @@ import yaml
 from safetensors.torch import load_file
 
 from reelrl.dist.env import find_free_port
+from reelrl.train.durable import verify_manifest
 
 pytestmark = pytest.mark.dist
 
@@ -138,7 +139,11 @@ def test_rank_zero_alone_writes(one_and_two):
     rl = two / "1-rl"
     assert len((rl / "metrics.jsonl").read_text().splitlines()) == 3  # one line per step, not one per rank
     assert sorted(p.name for p in rl.iterdir() if p.name.startswith("checkpoint-")) == ["checkpoint-2", "checkpoint-3"]
-    assert sorted(p.name for p in (rl / "checkpoint-3").iterdir()) == ["rng-0.pt", "rng-1.pt", "state", "trainer_state.pt"]
+    assert sorted(p.name for p in (rl / "checkpoint-3").iterdir()) == [
+        "manifest.json", "rng-0.pt", "rng-1.pt", "state", "trainer_state.pt"]
+    listed = json.loads((rl / "checkpoint-3" / "manifest.json").read_text())["files"]
+    assert {"rng-0.pt", "rng-1.pt", "trainer_state.pt", "state/.metadata"} <= set(listed)  # both ranks' files
+    assert verify_manifest(rl / "checkpoint-3") is None
     assert (two / "summary.json").is_file()
 
 

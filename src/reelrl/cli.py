@@ -48,13 +48,21 @@ def _run(cfg: RecipeConfig, resume: bool, stop_after: int | None, model: str | N
          label: str = "base") -> dict:
     from reelrl.data.schema import DataError
     from reelrl.pipeline import Pipeline
+    from reelrl.train.durable import CheckpointError, explain_write_error
     from reelrl.video.decode import VideoError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return Pipeline(cfg, model_path=model, label=label).run(resume=resume, stop_after=stop_after)
-    except (DataError, VideoError, ConfigError, FileExistsError, FileNotFoundError, FloatingPointError) as e:
+    except (DataError, VideoError, ConfigError, CheckpointError, FileExistsError, FileNotFoundError,
+            FloatingPointError) as e:
         _fail(str(e))
+        raise
+    except OSError as e:  # a write the stage's own checks did not foresee: say where and why, not a traceback
+        _fail(explain_write_error(e, Path(e.filename or cfg.run_dir())))
+        raise
+    except EOFError as e:  # typer would print only "Aborted."
+        _fail(f"unexpected end of a file ({e or 'EOFError'}); a truncated file was read")
         raise
     except Exception as e:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # say which process failed; the traceback follows

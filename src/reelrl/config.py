@@ -409,7 +409,8 @@ class LoggingConfig(_Strict):
 class CheckpointConfig(_Strict):
     every: int = Field(0, ge=0, description="Save a resumable checkpoint every N optimizer steps (0: only at the end).")
     keep: int = Field(2, ge=1, description="How many step checkpoints to keep.")
-    save_final_model: bool = Field(True, description="Save the final model (loadable with Auto classes).")
+    checksums: bool = Field(True, description="SHA-256 of every checkpoint file in its manifest, verified at "
+                            "--resume; false: sizes only (faster for multi-GB optimizer states).")
 
 
 STAGES = ("sft", "eval", "rl", "dpo")

@@ -43,6 +43,7 @@ from reelrl.rollout.engine import build_engine
 from reelrl.seeding import seed_everything
 from reelrl.train.catalog import check_recipe
 from reelrl.train.dpo import DPOTrainer
+from reelrl.train.durable import explain_write_error
 from reelrl.train.loop import StageTrainer, fit
 from reelrl.train.policy import ReferencePolicy, sampling_params
 from reelrl.train.rl import RLTrainer
@@ -52,6 +53,21 @@ STAGE_LABEL = {"sft": "SFT", "rl": "GRPO", "dpo": "DPO"}
 #: which texts of the prompt template a stage uses (DPO pairs are rollouts)
 PROMPT_STAGE = {"sft": "sft", "rl": "rl", "dpo": "rl", "eval": "eval"}
 TRAINERS: dict[str, type[StageTrainer]] = {"sft": SFTTrainer, "rl": RLTrainer, "dpo": DPOTrainer}
+
+
+def make_run_dir(run_dir: Path) -> None:
+    """Create the run directory and check it is writable; a ConfigError naming ``output_dir`` and the cause if not."""
+    for p in [run_dir, *run_dir.parents]:
+        if p.exists() and not p.is_dir():
+            raise ConfigError(f"output_dir: {p} is a file, not a directory" + ("" if p == run_dir else
+                              f" (the run directory would be {run_dir})"))
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"output_dir: cannot write the run directory: {explain_write_error(e, run_dir)}") from e
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None,
@@ -184,7 +200,7 @@ class Pipeline:
     def run(self, resume: bool = False, stop_after: int | None = None) -> dict:
         cfg, dims = self.cfg, self.dims
         if dims.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            make_run_dir(self.run_dir)
             save_config(cfg, self.run_dir / "config.yaml")
             prepare_data(cfg)
             if self.model_path == cfg.model.path:  # a model given on the command line builds nothing

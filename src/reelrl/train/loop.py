@@ -5,8 +5,9 @@ A trainer subclasses :class:`StageTrainer` and keeps only what differs:
 of steps, the object whose state is the data position, and a status line.
 :func:`fit` runs it:
 
-1. with ``resume``, restore the newest checkpoint of the stage (weights,
-   optimizer, scheduler, data position, RNG states); without it, refuse a
+1. with ``resume``, restore the newest intact checkpoint of the stage
+   (weights, optimizer, scheduler, data position, RNG states; a damaged newer
+   one is set aside with a warning naming the file); without it, refuse a
    stage directory that already holds checkpoints;
 2. step until ``total_steps`` (or ``stop_after`` more steps), logging every
    step's metrics (with its peak memory, ``logging.memory``) and saving a checkpoint every ``checkpoint.every`` steps;
@@ -39,6 +40,7 @@ from reelrl.rollout.engine import RolloutEngine, build_engine
 from reelrl.train.checkpoint import (
     list_checkpoints,
     load_checkpoint,
+    newest_intact,
     save_checkpoint,
     save_final_model,
 )
@@ -162,15 +164,14 @@ def fit(
     one on the other ranks), and checkpoints are written by all ranks together.
     """
     stage_dir, model, dims = trainer.stage_dir, trainer.vlm.wrapped, trainer.dims
-    found = list_checkpoints(stage_dir)
-    if found and not resume:
+    if list_checkpoints(stage_dir) and not resume:
         raise FileExistsError(f"{stage_dir} holds checkpoints of an earlier run; pass --resume or change output_dir")
-    if found:
-        trainer.step_idx = load_checkpoint(found[-1], model, trainer.opt, trainer.sched, trainer.data, dims)["step"]
+    if resume and (ckpt := newest_intact(stage_dir, dims)) is not None:
+        trainer.step_idx = load_checkpoint(ckpt, model, trainer.opt, trainer.sched, trainer.data, dims)["step"]
 
     def save() -> None:
         save_checkpoint(stage_dir, trainer.step_idx, model, trainer.opt, trainer.sched, trainer.data, checkpoint.keep,
-                        dims)
+                        dims, checkpoint.checksums)
 
     last: dict[str, float] = {}
     try:
