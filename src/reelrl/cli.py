@@ -1,4 +1,4 @@
-"""The ``reelrl`` command line: train | sft | eval | gym | tiny | import-video-r1.
+"""The ``reelrl`` command line: train | sft | eval | gym | tiny | import-video-r1 | import-charades-sta.
 
 Recipes are YAML files; any field can be overridden as ``key.sub=value``::
 
@@ -238,6 +238,25 @@ def import_video_r1(src: Path, video_root: Path, out: Path) -> None:
 
     try:
         counts = convert_video_r1(src, video_root, out)
+    except DataError as e:
+        _fail(str(e))
+    console.print_json(json.dumps(counts))
+
+
+@app.command("import-charades-sta")
+def import_charades_sta(
+    src: Path = typer.Argument(..., help="charades_sta_train.txt / charades_sta_test.txt"),
+    video_root: Path = typer.Argument(..., help="folder of the Charades videos (<id>.mp4)"),
+    out: Path = typer.Argument(..., help="JSONL to write"),
+    info: Optional[Path] = typer.Option(None, help="Charades_v1_train.csv / _test.csv: durations (ends clipped)"),
+    check_videos: bool = typer.Option(False, help="check every video file exists"),
+) -> None:
+    """Convert Charades-STA temporal-grounding annotations to reelrl's row schema."""
+    from reelrl.data.charades_sta import convert_charades_sta
+    from reelrl.data.schema import DataError
+
+    try:
+        counts = convert_charades_sta(src, video_root, out, info, check_videos)
     except DataError as e:
         _fail(str(e))
     console.print_json(json.dumps(counts))

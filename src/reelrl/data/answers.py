@@ -18,6 +18,7 @@ report).
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Literal, Sequence
 
@@ -38,6 +39,7 @@ __all__ = [
     "parse_choices",
     "parse_number",
     "parse_span",
+    "parse_time",
 ]
 
 _FORMAT_RE = re.compile(r"\s*<think>.*?</think>\s*<answer>.*?</answer>\s*", re.DOTALL)
@@ -104,8 +106,9 @@ def parse_choice(text: str, n_options: int) -> str | None:
     s = text.strip()
 
     def ok(letter: str) -> str | None:
-        up = letter.upper()
-        return up if up in valid else None
+        # re.IGNORECASE lets [A-Za-z] match "ſ", "ı", "İ" and the Kelvin sign, whose upper() can be ASCII.
+        up = letter.upper() if letter.isascii() else ""
+        return up if up and up in valid else None
 
     m = re.fullmatch(rf"{_OPEN}?\s*([A-Za-z])\s*{_CLOSE}?\s*[.:]?", s)
     if m and (r := ok(m.group(1))):
@@ -170,8 +173,8 @@ def parse_choices(text: str, n_options: int) -> set[str] | None:
     body = re.sub(r"\b(?:options?|choices?|and)\b", " ", body, flags=re.IGNORECASE)
     tokens = [t for t in re.split(r"[\s,;/&()\[\]]+|\.(?=\s|$)", body) if t]
     if tokens and all(len(t) == 1 and t.isalpha() for t in tokens):
-        # A list of letters: one outside the options is a wrong answer, not noise.
-        return {t.upper() for t in tokens} if all(t.upper() in valid for t in tokens) else None
+        # A list of letters: one outside the options (or not an ASCII letter: "ı", "ﬅ") is a wrong answer, not noise.
+        return {t.upper() for t in tokens} if all(t.isascii() and t.upper() in valid for t in tokens) else None
     if re.fullmatch(r"[A-Z]{2,}", s) and len(set(s)) == len(s) and all(c in valid for c in s):
         return set(s)
     parts = [p for p in re.split(r"[,;\n]+", s) if p.strip()]
@@ -291,35 +294,56 @@ def parse_number(text: str) -> float | None:
     nums = _NUM_RE.findall(text)
     if nums:
         return float(nums[-1].replace(",", ""))
-    words = _WORD_RE.findall(text)
+    # re.IGNORECASE also matches look-alikes ("ſix", "FİVE"), which are not number words.
+    words = [w.lower() for w in _WORD_RE.findall(text) if w.lower() in _WORD_NUMBERS]
     if words:
-        return _WORD_NUMBERS[words[-1].lower()]
+        return _WORD_NUMBERS[words[-1]]
     return None
 
 
 # ------------------------------------------------------------------- time spans
 
-_T = r"(\d+(?:\.\d+)?)"  # a non-negative time in seconds
+# One time: h:mm:ss(.f), m:ss(.f) or plain seconds. Minutes and seconds fields are 00-59, so "1:75" is no time.
+_CLOCK = r"(\d+:[0-5]\d:[0-5]\d(?:\.\d+)?|\d+:[0-5]\d(?:\.\d+)?|\d+(?:\.\d+)?)"
+_T_START = rf"(?<![\w.:\-]){_CLOCK}"  # not a piece of a longer number, clock, version or negative number
+_T_END = rf"{_CLOCK}(?![\d:]|\.\d)"
 _UNIT = r"(?:\s*(?:s|secs?|seconds?)\b)?"
 _SPAN_RES = (
-    re.compile(rf"(?<![\d.]){_T}{_UNIT}\s*(?:to|and|-|–|—|~)\s*{_T}(?!\.?\d){_UNIT}", re.IGNORECASE),
-    re.compile(rf"[\[\(]\s*{_T}{_UNIT}\s*,\s*{_T}{_UNIT}\s*[\]\)]", re.IGNORECASE),
+    re.compile(rf"{_T_START}{_UNIT}\s*(?:to|and|until|till|-|–|—|~)\s*{_T_END}{_UNIT}", re.IGNORECASE),
+    re.compile(rf"[\[\(]\s*{_CLOCK}{_UNIT}\s*,\s*{_T_END}{_UNIT}\s*[\]\)]", re.IGNORECASE),
 )
 
 
-def parse_span(text: str) -> tuple[float, float] | None:
-    """The LAST ``(start, end)`` seconds span in ``text``, or ``None``.
+def parse_time(text: str) -> float:
+    """Seconds of one time written ``"7"``, ``"3.5"``, ``"1:05"`` (m:ss), ``"00:03.5"`` or ``"0:01:05"`` (h:mm:ss)."""
+    seconds = 0.0
+    for part in text.split(":"):
+        seconds = seconds * 60 + float(part)
+    return seconds
 
-    Accepted syntaxes: ``"s to e"``, ``"s and e"``, ``"s-e"`` (also en/em dash
-    and ``~``), ``"[s, e]"`` / ``"(s, e)"``, each number optionally followed by
-    "s" / "sec" / "seconds". The span is returned as written, even when
-    ``start > end`` (the tIoU reward scores such a span 0).
+
+def parse_span(text: str) -> tuple[float, float] | None:
+    """The LAST ``(start, end)`` span in ``text``, in seconds, or ``None``.
+
+    Accepted syntaxes: ``"s to e"``, ``"s and e"``, ``"s until e"``, ``"s-e"``
+    (also en/em dash and ``~``), ``"[s, e]"`` / ``"(s, e)"``, so also ``"from
+    3.5s to 7s"`` and ``"between 2 and 4 seconds"``; each time in seconds
+    (optionally followed by "s" / "sec" / "seconds") or as a clock, ``m:ss`` or
+    ``h:mm:ss`` with optional fractions (``"1:05 - 1:20"``, ``"00:03.5 -
+    00:07"``, ``"0:01:05-0:01:20"``). What is not one of these is not read as
+    a span: a clock with a field over 59 (``"1:75"``), a negative start
+    (``"-1 to 3"``), a number inside a longer one (``"3.5.2 to 4"``), a
+    non-finite value. The span is returned as written, even when ``start >
+    end`` (the tIoU reward scores such a span 0).
     """
     best: tuple[int, float, float] | None = None
     for rx in _SPAN_RES:
         for m in rx.finditer(text):
+            start, end = parse_time(m.group(1)), parse_time(m.group(2))
+            if not (math.isfinite(start) and math.isfinite(end)):
+                continue
             if best is None or m.start() > best[0]:
-                best = (m.start(), float(m.group(1)), float(m.group(2)))
+                best = (m.start(), start, end)
     return None if best is None else (best[1], best[2])
 
 

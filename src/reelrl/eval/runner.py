@@ -99,6 +99,9 @@ def score_samples(
     by_task: dict[str, list[tuple[float, float, dict]]] = defaultdict(list)
     for (row, _, _), a, b, c in zip(samples, acc.tolist(), bench, checks):
         by_task[row.task].append((a, b, c))
+    grounding = {k: grounding_metrics([a for a, _, _ in v]) for k, v in by_task.items()
+                 if _is_grounding(samples, k)}
+    ious = [a for (row, _, _), a in zip(samples, acc.tolist()) if row.problem_type == "temporal_grounding"]
     result = {
         "n": len(samples),
         "skipped": skipped,
@@ -110,8 +113,10 @@ def score_samples(
         **_check_rates(checks),
         "per_task": {k: {"n": len(v), "accuracy": sum(a for a, _, _ in v) / len(v),
                          "accuracy_benchmark": sum(b for _, b, _ in v) / len(v),
-                         **_check_rates([c for _, _, c in v])}
+                         **_check_rates([c for _, _, c in v]),
+                         **({"grounding": grounding[k]} if k in grounding else {})}
                      for k, v in sorted(by_task.items())},
+        **({"grounding": grounding_metrics(ious)} if ious else {}),
     }
     records = [{
         "id": row.id, "task": row.task, "answer": row.answer, "completion": text, "length": n,
@@ -120,6 +125,25 @@ def score_samples(
         **{f"reward/{k}": float(v[i]) for k, v in per.items()},
     } for i, (row, text, n) in enumerate(samples)]
     return result, records
+
+
+IOU_THRESHOLDS: tuple[float, ...] = (0.3, 0.5, 0.7)
+"""The R@IoU thresholds temporal-grounding benchmarks report (Charades-STA, ActivityNet Captions)."""
+
+
+def grounding_metrics(ious: list[float]) -> dict[str, float]:
+    """``mIoU`` (mean temporal IoU) and ``R@m``: the fraction of rows with IoU >= m, m in :data:`IOU_THRESHOLDS`.
+
+    As Charades-STA / ActivityNet-Captions evaluations report them (one prediction per query, "R1@m"); a
+    completion without a parsable span has IoU 0.
+    """
+    n = max(1, len(ious))
+    return {"n": len(ious), "mIoU": sum(ious) / n, **{f"R@{m:g}": sum(i >= m for i in ious) / n
+                                                       for m in IOU_THRESHOLDS}}
+
+
+def _is_grounding(samples: list[tuple[VideoRow, str, int]], task: str) -> bool:
+    return any(row.task == task and row.problem_type == "temporal_grounding" for row, _, _ in samples)
 
 
 def benchmark_accuracy(text: str, row: VideoRow, strict: float) -> float:
@@ -197,3 +221,8 @@ def print_eval(result: dict, title: str = "evaluation", chance: dict[str, float]
     Console().print(table)
     Console().print(f"format {result['format']:.3f}  mean reward {result['mean_reward']:.3f}  "
                     f"mean length {result['mean_length']:.1f}  skipped {result['skipped']}")
+    for task, v in result["per_task"].items():
+        if "grounding" in v:
+            g = v["grounding"]
+            Console().print(f"{task}: mIoU {g['mIoU']:.3f}  " + "  ".join(
+                f"R@{m:g} {g[f'R@{m:g}']:.3f}" for m in IOU_THRESHOLDS) + "  (accuracy above is the mIoU)")

@@ -3,10 +3,12 @@
 - :mod:`reelrl.gym.render`   numpy drawing helpers and the colour palette.
 - :mod:`reelrl.gym.tasks`    :class:`GymSpec`, the :data:`TASKS` registry of task
   families, :func:`chance_accuracy`.
+- :mod:`reelrl.gym.grounding` families whose answer is a time span (temporal_grounding).
 - :mod:`reelrl.gym.generate` :func:`generate_gym` / :func:`ensure_gym` write
   ``{train,val,test}.jsonl`` + H.264 videos + ``gym.json``.
 """
 
+from reelrl.gym import grounding as _grounding  # noqa: F401 - registers the grounding families
 from reelrl.gym.generate import ensure_gym, generate_gym, make_sample
 from reelrl.gym.tasks import TASKS, GymSpec, Sample, chance_accuracy
 
