@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from reelrl.algos import TOKEN_WEIGHTS
 from reelrl.config import ConfigError
 from reelrl.models import load as load_module
 from reelrl.pipeline import Pipeline, load_recipe
@@ -30,6 +31,8 @@ BAD = [
     (["rl.augment=[{name: difficulty_aware, kwargs: {sigma: 3}}]"], r"rl.augment\[0\].kwargs: .*unknown kwargs"),
     (["rl.row_source={name: staged, kwargs: {stagez: []}}"], r"rl.row_source.kwargs: missing a required argument: 'stages'"),
     (["rl.kl_estimator=k4"], r"rl.kl_estimator: unknown KL estimator 'k4'"),
+    (["rl.token_weights={name: tw_grpoo}"], r"rl.token_weights.name: unknown token weights 'tw_grpoo'; allowed: \["),
+    (["rl.loss=tw_grpo", "rl.token_weights=null"], r"rl.loss: 'tw_grpo' needs rl.token_weights"),
     (["dpo.loss_kwargs.beta=0.2"], r"dpo.loss_kwargs.beta: not allowed here \(give the DPO beta as dpo.beta\)"),
     (["dpo.loss_kwargs.label_smoothing=0.7"], r"dpo.loss_kwargs: pair loss 'dpo': label_smoothing"),
     (["parallel.fsdp=true", "parallel.sp=2"], r"parallel.*fsdp with parallel.sp > 1 is not supported"),
@@ -76,6 +79,21 @@ def test_beta_null_takes_the_loss_default_and_is_written_back(loss, beta):
 def test_an_explicit_beta_wins_over_the_loss_default():
     assert load_recipe("quickstart", ["rl.loss=grpo", "rl.beta=0"]).rl.beta == 0.0
     assert load_recipe("quickstart", ["rl.loss=dapo", "rl.beta=0.02"]).rl.beta == 0.02
+
+
+@pytest.mark.parametrize("name", TOKEN_WEIGHTS.names())
+def test_every_registered_token_weighting_takes_the_trainers_arguments(name):
+    """The catalog checks rl.token_weights.name only; the trainer then calls every weighting the same way
+    (TokenWeighter: logits, mask, alpha, group_size=, temperature=, chunk_size=): each one must accept that."""
+    import torch
+
+    from reelrl.config import TokenWeightsConfig
+    from reelrl.train.hooks import TokenWeighter
+
+    g, t, v = 2, 3, 5
+    w = TokenWeighter(TokenWeightsConfig(name=name, alpha=1.7, chunk_size=2), temperature=1.0)(
+        torch.randn(2 * g, t, v), torch.ones(2 * g, t), g)  # logits [N, T, V], mask [N, T]
+    assert w.shape == (2 * g, t) and torch.isfinite(w).all()
 
 
 def test_every_packaged_recipe_passes_the_check():

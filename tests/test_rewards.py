@@ -118,6 +118,12 @@ class TestParseChoice:
         with pytest.raises(ValueError, match="n_options"):
             parse_choice("A", 0)
 
+    @pytest.mark.parametrize("text", ["The answer is (ſ)", "answer is (ı)", "Option [ı]"])
+    def test_non_ascii_lookalikes_are_no_letters(self, text: str) -> None:
+        # Regression: re.IGNORECASE lets [A-Za-z] match "ſ" (U+017F) and "ı" (U+0131), whose upper() is "S" / "I";
+        # "The answer is (ſ)" was read as option S.
+        assert parse_choice(text, 26) is None
+
 
 class TestExtractChoice:
     """Strict (tags required) and benchmark (Video-MME's official regex) extraction of a choice letter."""
@@ -216,6 +222,13 @@ class TestParseChoices:
     def test_none(self, text: str) -> None:
         assert parse_choices(text, 4) is None
 
+    @pytest.mark.parametrize("text", ["ſ", "option ı", "ﬅ", "A, ﬅ", "A and ı"])
+    def test_non_ascii_lookalikes_are_no_letters(self, text: str) -> None:
+        # Regression (found by tests/test_reward_properties.py): a one-character token whose upper() is ASCII was
+        # taken as a letter: "ſ" -> {"S"}, "option ı" -> {"I"}, and "ﬅ".upper() == "ST" passed `in LETTERS`
+        # as a substring -> {"ST"}.
+        assert parse_choices(text, 26) is None
+
 
 class TestParseNumber:
     @pytest.mark.parametrize(
@@ -233,6 +246,17 @@ class TestParseNumber:
     @pytest.mark.parametrize("text", ["", "none", "someone", "many"])
     def test_none(self, text: str) -> None:
         assert parse_number(text) is None
+
+    @pytest.mark.parametrize("text", ["ſix", "FİVE", "fıve", "ſeventeen", "nıne"])
+    def test_lookalike_number_words_are_no_numbers(self, text: str) -> None:
+        # Regression (found by tests/test_reward_properties.py): re.IGNORECASE matched "ſix" (U+017F) and "FİVE"
+        # (U+0130) as number words, then the lookup of their lower() raised KeyError, so the numeric, regression,
+        # mra and accuracy rewards raised on a completion such as "<answer>FİVE</answer>".
+        assert parse_number(text) is None
+        assert parse_number(f"six {text}") == 6.0  # the last REAL number word
+        for name in ("numeric", "regression", "mra"):
+            assert call(name, [wrap(text)], answer=["5"]) == [0.0]
+        assert call("accuracy", [wrap(text)], answer=["5"], problem_type=["numerical"]) == [0.0]
 
 
 class TestParseSpan:
