@@ -230,6 +230,35 @@ def tiny(out: Path, gym_dir: Optional[Path] = typer.Option(None, help="Train the
     console.print(f"real-format checkpoint written to {path}: {(path / 'README.md').read_text().splitlines()[0][2:]}")
 
 
+@app.command("grounding-agents")
+def grounding_agents(
+    recipe: str = typer.Argument(..., help="Recipe whose prompt template, video sampling and eval settings apply."),
+    overrides: Optional[list[str]] = OVERRIDES,
+    model: str = typer.Option(..., help="Model directory to run the agents with."),
+    data: Path = typer.Option(..., help="Temporal-grounding JSONL to read."),
+    out: Path = typer.Option(..., help="JSONL to write the rows to."),
+    difficulty: bool = typer.Option(True, help="Difficulty estimation: difficulty = 1 - zero-shot IoU."),
+    reflect: bool = typer.Option(False, help="Boundary reflection: flag rows whose query the model finds "
+                                 "outside the annotated span."),
+    drop_flagged: bool = typer.Option(False, help="Leave out the rows boundary reflection flags."),
+    min_outside: float = typer.Option(0.5, help="Flag when at least this fraction of the found span lies "
+                                      "outside the annotated one."),
+) -> None:
+    """VideoTG-R1's data agents over a grounding JSONL (reelrl.eval.grounding_agents); prints the counts."""
+    from reelrl.data.schema import DataError
+    from reelrl.pipeline import Pipeline
+    from reelrl.video.decode import VideoError
+
+    cfg = _load(recipe, [*(overrides or []), "stages=[eval]", "eval.split=test", f"data.test={data}"],
+                {"model.path": model})
+    try:
+        counts = Pipeline(cfg, model_path=model).grounding_agents(
+            data, out, difficulty=difficulty, reflect=reflect, drop_flagged=drop_flagged, min_outside=min_outside)
+    except (DataError, VideoError, ConfigError, OSError) as e:
+        _fail(str(e))
+    console.print_json(json.dumps(counts))
+
+
 @app.command("import-video-r1")
 def import_video_r1(src: Path, video_root: Path, out: Path) -> None:
     """Convert a Video-R1 JSON/JSONL file to reelrl's row schema."""

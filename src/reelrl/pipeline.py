@@ -29,10 +29,11 @@ from rich.table import Table
 
 from reelrl.config import ConfigError, RecipeConfig, read_recipe, save_config
 from reelrl.data.prompts import PromptEncoder
-from reelrl.data.schema import VideoRow, load_jsonl
+from reelrl.data.schema import VideoRow, load_jsonl, write_jsonl
 from reelrl.data.templates import get_template
 from reelrl.dist.fsdp import shard_model
 from reelrl.dist.parallel import ParallelDims, init_parallel
+from reelrl.eval.grounding_agents import estimate_difficulty, reflect_boundaries
 from reelrl.eval.runner import evaluate, print_eval
 from reelrl.models.load import apply_lora, freeze_vision_tower, load_model_and_processor
 from reelrl.models.precision import loaded_half_dtype, upcast_trainable
@@ -282,6 +283,32 @@ class Pipeline:
         if self.dims.is_main:
             print_eval(res, f"{self.cfg.eval.split} accuracy after {label}", self.chance())
         return res
+
+    def grounding_agents(self, src: Path, out: Path, *, difficulty: bool = True, reflect: bool = False,
+                         drop_flagged: bool = False, min_outside: float = 0.5) -> dict[str, dict]:
+        """VideoTG-R1's data agents (:mod:`reelrl.eval.grounding_agents`) with this pipeline's model on the rows
+        of ``src``; writes them to ``out`` and returns the counts of each agent."""
+        rows = load_jsonl(src)
+        vlm, processor = self.load(for_training=False)
+        sampling = sampling_params(self.cfg, processor.tokenizer, vlm, self.cfg.eval.max_new_tokens)
+        encoder = self.encoder(processor, None, "eval", rows)
+        decode = dict(progress=self.cfg.logging.progress, batch_size=self.cfg.eval.batch_size, dims=self.dims,
+                      engine=build_engine(self.cfg.rollout.engine, vlm, self.cfg.rl.share_prefix,
+                                          **self.cfg.rollout.engine_kwargs))
+        counts: dict[str, dict] = {}
+        try:
+            if difficulty:
+                rows, c = estimate_difficulty(vlm, processor.tokenizer, encoder, rows, sampling, **decode)
+                counts["difficulty"] = vars(c)
+            if reflect:
+                rows, c = reflect_boundaries(vlm, processor.tokenizer, encoder, rows, sampling,
+                                             min_outside=min_outside, drop_flagged=drop_flagged, **decode)
+                counts["reflection"] = vars(c)
+        finally:
+            encoder.close()
+        if self.dims.is_main:
+            write_jsonl(rows, out)
+        return counts
 
     # --------------------------------------------------------------- summary
     def chance(self) -> dict[str, float] | None:

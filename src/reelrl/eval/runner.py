@@ -19,6 +19,7 @@ from reelrl.monitor.progress import progress_bar
 from reelrl.rewards import RewardSpec, compute_rewards
 from reelrl.rollout.engine import GenerationRequest, KVCacheEngine, RolloutEngine
 from reelrl.rollout.hf import SamplingParams
+from reelrl.video.transforms import FrameTransform
 
 
 @torch.no_grad()
@@ -46,24 +47,8 @@ def evaluate(
     ``engine`` generates (default: :class:`~reelrl.rollout.engine.KVCacheEngine` on ``vlm``).
     """
     dims = dims if dims is not None else ParallelDims()
-    engine = engine if engine is not None else KVCacheEngine(vlm)
-    vlm.model.eval()
-    greedy = SamplingParams(**{**sampling.__dict__, "temperature": 0.0})
-    mine = dims.share(list(enumerate(rows)))
-    local: list[tuple[int, VideoRow, str, int]] = []
-    with progress_bar(title, len(mine), progress and dims.is_main) as bar:
-        for s in range(0, len(mine), batch_size):
-            batch, requests = [], []
-            for i, row in mine[s : s + batch_size]:
-                prompt = encoder.try_encode(row)
-                bar.advance()
-                if prompt is not None:
-                    batch.append((i, row))
-                    requests.append(GenerationRequest(prompt, 1, None, vlm.encode_vision(prompt)))
-            for (i, row), ro in zip(batch, engine.generate(requests, greedy)):
-                text = tokenizer.decode(ro.tokens[0, : int(ro.lengths[0])], skip_special_tokens=True)
-                local.append((i, row, text, int(ro.lengths[0])))
-    samples = [(row, text, n) for _, row, text, n in sorted(x for part in dims.gather(local) for x in part)]
+    samples = decode_rows(vlm, tokenizer, encoder, rows, sampling, progress=progress, title=title,
+                          batch_size=batch_size, dims=dims, engine=engine)
     if not samples:
         raise RuntimeError(f"{title}: no readable rows ({int(dims.sum(len(encoder.skipped)))} skipped)")
     result, records = score_samples(samples, reward_specs, skipped=len(rows) - len(samples))
@@ -75,6 +60,50 @@ def evaluate(
             for rec in records:
                 f.write(json.dumps(rec) + "\n")
     return result
+
+
+@torch.no_grad()
+def decode_rows(
+    vlm: VLM,
+    tokenizer,
+    encoder: PromptEncoder,
+    rows: list[VideoRow],
+    sampling: SamplingParams,
+    *,
+    views: list[tuple[FrameTransform, str] | None] | None = None,
+    progress: bool = True,
+    title: str = "eval",
+    batch_size: int = 32,
+    dims: ParallelDims | None = None,
+    engine: RolloutEngine | None = None,
+) -> list[tuple[VideoRow, str, int]]:
+    """Greedy completions ``(row, text, length)`` of every readable row, in row order, on every rank.
+
+    ``views[i]``: a ``(transform, variant name)`` applied to row ``i``'s frames (None: as decoded). Under data
+    parallelism each rank decodes every dp-th row and the results are gathered. Unreadable rows are left out
+    (the encoder counts them in ``skipped``).
+    """
+    dims = dims if dims is not None else ParallelDims()
+    engine = engine if engine is not None else KVCacheEngine(vlm)
+    vlm.model.eval()
+    greedy = SamplingParams(**{**sampling.__dict__, "temperature": 0.0})
+    mine = dims.share(list(enumerate(rows)))
+    local: list[tuple[int, VideoRow, str, int]] = []
+    with progress_bar(title, len(mine), progress and dims.is_main) as bar:
+        for s in range(0, len(mine), batch_size):
+            batch, requests = [], []
+            for i, row in mine[s : s + batch_size]:
+                view = views[i] if views is not None else None
+                prompt = (encoder.try_encode(row) if view is None
+                          else encoder.try_encode(row, transform=view[0], variant=view[1]))
+                bar.advance()
+                if prompt is not None:
+                    batch.append((i, row))
+                    requests.append(GenerationRequest(prompt, 1, None, vlm.encode_vision(prompt)))
+            for (i, row), ro in zip(batch, engine.generate(requests, greedy)):
+                text = tokenizer.decode(ro.tokens[0, : int(ro.lengths[0])], skip_special_tokens=True)
+                local.append((i, row, text, int(ro.lengths[0])))
+    return [(row, text, n) for _, row, text, n in sorted(x for part in dims.gather(local) for x in part)]
 
 
 def score_samples(
