@@ -41,6 +41,8 @@ from pydantic import (
     model_validator,
 )
 
+from reelrl.data.spans import parse_span
+
 ProblemType = Literal[
     "multiple_choice",
     "multi_choice",
@@ -110,8 +112,6 @@ class VideoRow(BaseModel):
             except ValueError:
                 raise ValueError(f"{self.problem_type} answer must be a number, got {self.answer!r}") from None
         elif self.problem_type == "temporal_grounding":
-            from reelrl.data.answers import parse_span  # answers imports this module
-
             span = parse_span(self.answer)
             problem = span_problem(span) if span is not None else None
             if problem:
