@@ -14,6 +14,7 @@ import logging
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -44,25 +45,36 @@ def _load(recipe: str | Path, overrides: list[str] | None, fill: dict | None = N
         raise  # unreachable
 
 
-def _run(cfg: RecipeConfig, resume: bool, stop_after: int | None, model: str | None = None,
-         label: str = "base") -> dict:
+@contextmanager
+def _user_errors(where: Path):
+    """Bad input, a failed write or a non-finite run becomes an ``error:`` message and exit 2, not a traceback.
+
+    ``where``: the path an OSError without a file name is reported for.
+    """
     from reelrl.data.schema import DataError
-    from reelrl.pipeline import Pipeline
     from reelrl.train.durable import CheckpointError, explain_write_error
     from reelrl.video.decode import VideoError
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return Pipeline(cfg, model_path=model, label=label).run(resume=resume, stop_after=stop_after)
+        yield
     except (DataError, VideoError, ConfigError, CheckpointError, FileExistsError, FileNotFoundError,
             FloatingPointError) as e:
         _fail(str(e))
-        raise
-    except OSError as e:  # a write the stage's own checks did not foresee: say where and why, not a traceback
-        _fail(explain_write_error(e, Path(e.filename or cfg.run_dir())))
-        raise
+    except OSError as e:  # a write the stage's own checks did not foresee: say where and why
+        _fail(explain_write_error(e, Path(e.filename or where)))
     except EOFError as e:  # typer would print only "Aborted."
         _fail(f"unexpected end of a file ({e or 'EOFError'}); a truncated file was read")
+
+
+def _run(cfg: RecipeConfig, resume: bool, stop_after: int | None, model: str | None = None,
+         label: str = "base") -> dict:
+    from reelrl.pipeline import Pipeline
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        with _user_errors(cfg.run_dir()):
+            return Pipeline(cfg, model_path=model, label=label).run(resume=resume, stop_after=stop_after)
+    except typer.Exit:  # the message is printed
         raise
     except Exception as e:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # say which process failed; the traceback follows
@@ -245,17 +257,13 @@ def grounding_agents(
                                       "outside the annotated one."),
 ) -> None:
     """VideoTG-R1's data agents over a grounding JSONL (reelrl.eval.grounding_agents); prints the counts."""
-    from reelrl.data.schema import DataError
     from reelrl.pipeline import Pipeline
-    from reelrl.video.decode import VideoError
 
     cfg = _load(recipe, [*(overrides or []), "stages=[eval]", "eval.split=test", f"data.test={data}"],
                 {"model.path": model})
-    try:
+    with _user_errors(out):
         counts = Pipeline(cfg, model_path=model).grounding_agents(
             data, out, difficulty=difficulty, reflect=reflect, drop_flagged=drop_flagged, min_outside=min_outside)
-    except (DataError, VideoError, ConfigError, OSError) as e:
-        _fail(str(e))
     console.print_json(json.dumps(counts))
 
 
