@@ -140,6 +140,27 @@ class VLM:
                 prompt.positions, prompt.rope_delta = pos, 0
         return prompt.positions, prompt.rope_delta
 
+    def sequence_positions(self, prompt: EncodedPrompt, ids: Tensor, types: Tensor, image_grid_thw: Tensor | None) -> Tensor:
+        """3D RoPE positions ``[3, 1, L]`` of a whole conversation: the prompt's video plus later turns' images.
+
+        ``ids [1, L]`` starts with the prompt's tokens; ``types [1, L]`` are its
+        modality ids (0 text, 1 image, 2 video); ``image_grid_thw [k, 3]`` the
+        grids of the images in order. The positions of the prompt's part equal
+        :meth:`positions`.
+        """
+        if not (self.has_mrope and prompt.mm_token_type_ids is not None):
+            return torch.arange(ids.shape[1], device=ids.device).view(1, 1, -1).expand(3, 1, -1)  # [3, 1, L]
+        vi = prompt.vision_inputs
+        pos, _ = self.core.get_rope_index(
+            ids, mm_token_type_ids=types, image_grid_thw=image_grid_thw, video_grid_thw=vi.get("video_grid_thw"),
+            second_per_grid_ts=vi.get("second_per_grid_ts"), attention_mask=torch.ones_like(ids),
+        )  # [3, 1, L]
+        return pos
+
+    def encode_images(self, pixel_values: Tensor, image_grid_thw: Tensor) -> BaseModelOutputWithPooling:
+        """Run the vision tower on images (``pixel_values [N, d]``, ``image_grid_thw [k, 3]``): ``mm_encoder_outputs["image"]``."""
+        return self.core.get_image_features(pixel_values, image_grid_thw, return_dict=True)
+
     def continuation_positions(self, prompt: EncodedPrompt, start: int, length: int, batch: int) -> Tensor:
         """Positions of text tokens ``start .. start+length-1`` after the prompt: ``[3, batch, length]``."""
         _, delta = self.positions(prompt)

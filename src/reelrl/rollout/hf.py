@@ -11,6 +11,7 @@ is exact by construction).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -71,6 +72,7 @@ class Rollout:
     mask: Tensor  # [G, T] 1.0 on completion tokens (stop token included)
     lengths: Tensor  # [G]
     truncated: Tensor  # [G] bool: hit max_new_tokens without a stop
+    context: Any = None  # a multi-turn episode's later turns (reelrl.rollout.multiturn.Continuation), else None
 
 
 def _filter_top_p(probs: Tensor, top_p: float) -> Tensor:
@@ -154,38 +156,45 @@ def prefill_group(vlm: VLM, prompt: EncodedPrompt, n: int, vision=None, share_pr
     return Prefill(prompt, n, logits, cache)
 
 
-@torch.no_grad()
-def decode_groups(
-    vlm: VLM,
-    prefills: list[Prefill],
-    params: SamplingParams,
-    generators: list[list[torch.Generator] | None] | None = None,
-) -> list[Rollout]:
-    """Sample the completions of every prefilled prompt in one batch; one :class:`Rollout` per prompt.
+@dataclass
+class DecodeState:
+    """A decode batch in flight: its KV cache, attention mask and where each row's next token goes.
 
-    Row ``j`` of prompt ``i`` draws from ``generators[i][j]``, so the result is
-    the same as decoding each prompt alone (and each sequence alone). Finished
-    sequences keep being fed a pad token (their outputs are ignored) so the
-    batch stays rectangular; decoding stops when all are finished.
+    ``fed[i]`` counts the sampled tokens of row ``i`` already in the cache: the
+    last token sampled before a loop stops is not fed, so a multi-turn rollout
+    that appends a turn feeds it first (:mod:`reelrl.rollout.multiturn`).
     """
-    generators = generators if generators is not None else [None] * len(prefills)
-    if len({g is None for g in generators}) > 1:
-        raise ValueError("give generators for every prompt or for none (None draws from the global RNG)")
-    for p, gs in zip(prefills, generators):
-        if gs is not None and len(gs) != p.n:
-            raise ValueError(f"need {p.n} generators, got {len(gs)}")
-    gens = None if generators[0] is None else [g for gs in generators for g in gs]
-    cache, mask, start = vlm.stack_prefills([p.prompt for p in prefills], [p.cache for p in prefills],
-                                            [p.n for p in prefills])  # [N, P_max], [N]
-    logits = torch.cat([p.logits for p in prefills])  # [N, V]
-    n = logits.shape[0]
-    device = logits.device
+
+    cache: DynamicCache  # batch N
+    mask: Tensor  # [N, K] 1 on cached positions a row attends to (0: left padding, a finished row's pads)
+    start: Tensor  # [N] text position of each row's first token of this turn
+    logits: Tensor  # [N, V] next-token logits
+    done: Tensor  # [N] bool: rows that take no more tokens this turn
+    steps: int = 0  # tokens fed to every row in this turn so far
+
+
+@torch.no_grad()
+def decode_loop(
+    vlm: VLM, state: DecodeState, params: SamplingParams, gens: list[torch.Generator] | None
+) -> list[list[int]]:
+    """Sample one turn for every row of ``state`` (updated in place); the tokens of each row.
+
+    Rows already done take none. Finished rows keep being fed a pad token
+    (masked out, so a later turn appended to the cache does not see them) to
+    keep the batch rectangular; the loop ends when every row is finished.
+    """
+    n = state.logits.shape[0]
+    device = state.logits.device
     out: list[list[int]] = [[] for _ in range(n)]
-    done = torch.zeros(n, dtype=torch.bool, device=device)  # [N]
+    done = state.done.clone()  # [N]
     eos = torch.tensor(params.eos_ids, dtype=torch.long, device=device)  # [E]
+    logits = state.logits  # [N, V]
     for t in range(params.max_new_tokens):
+        if bool(done.all()):
+            break
         nxt = sample_next(logits, params, gens)  # [N]
         nxt = torch.where(done, torch.full_like(nxt, params.pad_id), nxt)  # [N]
+        live = ~done  # [N] rows whose token of this step is a real one
         finished = torch.isin(nxt, eos) if len(params.eos_ids) else torch.zeros_like(done)  # [N]
         for i, tok in enumerate(nxt.tolist()):
             if not done[i]:
@@ -197,22 +206,56 @@ def decode_groups(
         done = done | finished
         if bool(done.all()) or t == params.max_new_tokens - 1:
             break
-        mask = torch.cat([mask, torch.ones(n, 1, dtype=mask.dtype, device=device)], dim=1)  # [N, P_max+t+1]
-        logits = vlm.decode_step(nxt.unsqueeze(1), cache, start + t, mask)[:, -1, :]  # [N, V]
+        state.mask = torch.cat([state.mask, live.to(state.mask.dtype).unsqueeze(1)], dim=1)  # [N, K+1]
+        logits = vlm.decode_step(nxt.unsqueeze(1), state.cache, state.start + state.steps, state.mask)[:, -1, :]  # [N, V]
+        state.steps += 1
+    state.logits, state.done = logits, done
+    return out
+
+
+@torch.no_grad()
+def decode_groups(
+    vlm: VLM,
+    prefills: list[Prefill],
+    params: SamplingParams,
+    generators: list[list[torch.Generator] | None] | None = None,
+    keep: bool = False,
+) -> list[Rollout] | tuple[list[Rollout], DecodeState]:
+    """Sample the completions of every prefilled prompt in one batch; one :class:`Rollout` per prompt.
+
+    Row ``j`` of prompt ``i`` draws from ``generators[i][j]``, so the result is
+    the same as decoding each prompt alone (and each sequence alone).
+    ``keep`` also returns the :class:`DecodeState` (cache and mask) for a next turn.
+    """
+    generators = generators if generators is not None else [None] * len(prefills)
+    if len({g is None for g in generators}) > 1:
+        raise ValueError("give generators for every prompt or for none (None draws from the global RNG)")
+    for p, gs in zip(prefills, generators):
+        if gs is not None and len(gs) != p.n:
+            raise ValueError(f"need {p.n} generators, got {len(gs)}")
+    gens = None if generators[0] is None else [g for gs in generators for g in gs]
+    cache, mask, start = vlm.stack_prefills([p.prompt for p in prefills], [p.cache for p in prefills],
+                                            [p.n for p in prefills])  # [N, P_max], [N]
+    logits = torch.cat([p.logits for p in prefills])  # [N, V]
+    state = DecodeState(cache, mask, start, logits, torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device))
+    out = decode_loop(vlm, state, params, gens)
     rollouts, row = [], 0
     for p in prefills:
-        seqs = out[row : row + p.n]
-        lengths = torch.tensor([len(o) for o in seqs], dtype=torch.long)  # [n]
-        width = max(1, int(lengths.max()))
-        tokens = torch.full((p.n, width), params.pad_id, dtype=torch.long)  # [n, T]
-        for i, o in enumerate(seqs):
-            tokens[i, : len(o)] = torch.tensor(o, dtype=torch.long)
-        seq_mask = (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)).float()  # [n, T]
-        truncated = ~done[row : row + p.n].cpu()  # [n]
-        rollouts.append(Rollout(tokens=tokens.to(device), mask=seq_mask.to(device), lengths=lengths,
-                                truncated=truncated))
+        rollouts.append(pack_rollout(out[row : row + p.n], state.done[row : row + p.n], params.pad_id,
+                                     logits.device))
         row += p.n
-    return rollouts
+    return (rollouts, state) if keep else rollouts
+
+
+def pack_rollout(seqs: list[list[int]], done: Tensor, pad_id: int, device: torch.device) -> Rollout:
+    """Token lists -> a right-padded :class:`Rollout` (``done [n]``: which ended on a stop)."""
+    lengths = torch.tensor([len(o) for o in seqs], dtype=torch.long)  # [n]
+    width = max(1, int(lengths.max()))
+    tokens = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # [n, T]
+    for i, o in enumerate(seqs):
+        tokens[i, : len(o)] = torch.tensor(o, dtype=torch.long)
+    seq_mask = (torch.arange(width).unsqueeze(0) < lengths.unsqueeze(1)).float()  # [n, T]
+    return Rollout(tokens=tokens.to(device), mask=seq_mask.to(device), lengths=lengths, truncated=~done.cpu())
 
 
 def make_generators(seed: int, n: int, device: str | torch.device = "cpu") -> list[torch.Generator]:

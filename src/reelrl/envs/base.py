@@ -1,0 +1,62 @@
+"""The multi-turn environment interface: what a rollout shows the model after each of its turns.
+
+An episode starts from a dataset row: its prompt (the row's video and question,
+encoded by :class:`reelrl.data.prompts.PromptEncoder`) is the first
+observation. After every model turn the rollout calls ``env.step(text)`` with
+the turn's decoded text and gets a :class:`Turn` back:
+
+- ``columns``: the reward columns of the turn just answered (``answer``,
+  ``problem_type``, ``time_span``, ...), laid over the row's own columns, so
+  the recipe's registered rewards (``rl.rewards``) score every turn with the
+  turn's gold data (a first turn scored by temporal IoU, a second by box IoU);
+- ``observation``: the next user turn (text and images, each image encoded
+  once and appended to the cached context), or ``None`` to end the episode.
+
+An environment is built per trajectory by a factory registered in
+:data:`ENVS`: ``factory(row, video, **kwargs)`` with the row and the frames
+the model saw (:class:`reelrl.video.decode.SampledVideo`); recipes name it in
+``rl.env`` (``{name, kwargs}``, checked when the recipe loads). Environments
+are pure Python over text and arrays: they import nothing from the model or
+the trainer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+from reelrl.registry import Registry
+
+__all__ = ["ENVS", "Environment", "EnvFactory", "Observation", "Turn"]
+
+
+@dataclass
+class Observation:
+    """One user turn after the first: text, preceded by images (``[H, W, 3]`` uint8 each)."""
+
+    text: str
+    images: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class Turn:
+    """What the environment returns for one model turn."""
+
+    columns: dict[str, Any]  # reward columns of the turn just answered (over the row's columns)
+    observation: Observation | None = None  # the next user turn; None ends the episode
+    info: dict[str, Any] = field(default_factory=dict)  # logged with the episode (what was shown, why it ended)
+
+
+class Environment(Protocol):
+    """One trajectory's environment (module docstring)."""
+
+    max_turns: int  # model turns at most (the rollout stops after this many even if observations continue)
+
+    def step(self, text: str) -> Turn: ...
+
+
+EnvFactory = Callable[..., Environment]
+ENVS: Registry[EnvFactory] = Registry("environment")
+"""Multi-turn environments by name: ``ENVS.get(name)(row, video, **kwargs) -> Environment``."""
