@@ -172,6 +172,16 @@ def _span_gold(draw: st.DrawFn) -> dict[str, Any]:
     return {"answer": answer, "time_span": time_span, "best": wrap(f"{s} to {e}")}
 
 
+@st.composite
+def _box_gold(draw: st.DrawFn) -> dict[str, Any]:
+    x1, x2 = sorted(draw(st.lists(st.integers(0, 4000), min_size=2, max_size=2, unique=True)))
+    y1, y2 = sorted(draw(st.lists(st.integers(0, 4000), min_size=2, max_size=2, unique=True)))
+    how = draw(st.sampled_from(["brackets", "json", "parens"]))
+    answer = {"brackets": f"[{x1}, {y1}, {x2}, {y2}]", "json": f'{{"bbox_2d": [{x1}, {y1}, {x2}, {y2}]}}',
+              "parens": f"({x1},{y1},{x2},{y2})"}[how]
+    return {"answer": answer, "best": wrap(f"[{x1}, {y1}, {x2}, {y2}]")}
+
+
 GOLD_BY_TYPE: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "multiple_choice": _choice_gold(),
     "multi_choice": _choice_gold(multi=True),
@@ -180,6 +190,7 @@ GOLD_BY_TYPE: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "ocr": _text_gold(),
     "free_form": _text_gold(),
     "temporal_grounding": _span_gold(),
+    "box": _box_gold(),
 }
 
 
@@ -236,6 +247,7 @@ SPECS: dict[str, Spec] = {
     "ocr": Spec(_text_gold(), ("answer",)),
     "rouge": Spec(_text_gold(), ("answer",), best_scores_hi=_rouge_has_two_tokens),
     "tiou": Spec(_span_gold(), ("answer", "time_span")),
+    "box_iou": Spec(_box_gold(), ("answer",)),
 }
 
 

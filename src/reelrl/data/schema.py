@@ -14,7 +14,8 @@ answer        gold answer: a letter ("B") for ``multiple_choice``, a comma
               separated set of letters ("A,C") for ``multi_choice``, a number
               as text for ``numerical`` / ``regression``, "s-e" seconds for
               ``temporal_grounding`` (a grounding row needs a span here or in
-              ``time_span``), free text otherwise.
+              ``time_span``), ``"[x1, y1, x2, y2]"`` pixels for ``box``, free
+              text otherwise.
 problem_type  one of :data:`PROBLEM_TYPES`; selects the accuracy reward.
 task          task family name, used for per-family metrics ("count", ...).
 reasoning     optional reasoning trace (text that goes inside <think>) for SFT.
@@ -41,6 +42,7 @@ from pydantic import (
     model_validator,
 )
 
+from reelrl.data.boxes import parse_box
 from reelrl.data.spans import parse_span
 
 ProblemType = Literal[
@@ -51,6 +53,7 @@ ProblemType = Literal[
     "ocr",
     "free_form",
     "temporal_grounding",
+    "box",
 ]
 PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
 
@@ -111,6 +114,11 @@ class VideoRow(BaseModel):
                 float(self.answer)
             except ValueError:
                 raise ValueError(f"{self.problem_type} answer must be a number, got {self.answer!r}") from None
+        elif self.problem_type == "box":
+            box = parse_box(self.answer)
+            if box is None or box[2] <= box[0] or box[3] <= box[1]:
+                raise ValueError(f"field answer: a box row needs '[x1, y1, x2, y2]' with x2 > x1 and y2 > y1, "
+                                 f"got {self.answer!r}")
         elif self.problem_type == "temporal_grounding":
             span = parse_span(self.answer)
             problem = span_problem(span) if span is not None else None

@@ -12,7 +12,7 @@ Which rows a function applies to:
 * ``accuracy`` dispatches on each row's ``problem_type`` (Video-R1 rules,
   algorithms.md "Shared pieces") and never returns ``None``.
 * The single-type rewards (``choice``, ``multi_choice``, ``multi_choice_soft``,
-  ``numeric``, ``regression``, ``mra``, ``ocr``, ``rouge``, ``tiou``) score
+  ``numeric``, ``regression``, ``mra``, ``ocr``, ``rouge``, ``tiou``, ``box_iou``) score
   EVERY row they are given with their own rule, whatever its ``problem_type``;
   they need no ``problem_type`` column. Use them on datasets of one type, or
   use ``accuracy`` on mixed ones.
@@ -62,6 +62,10 @@ Per type (``problem_type`` -> reward):
   the three F-measures (:func:`rouge_fmeasures`).
 * ``temporal_grounding`` (``tiou``): the algorithms.md formula; a span with
   end <= start scores 0, which the formula also gives wherever it is defined.
+* ``box`` (``box_iou``): intersection over union of the last ``[x1, y1,
+  x2, y2]`` box of the answer with the gold box (:mod:`reelrl.data.boxes`:
+  Qwen2.5-VL's absolute pixel boxes); a box without area scores 0. Scene-R1
+  rewards its second stage with this IoU.
 * ``mra`` (evaluation of regression): VSI-Bench's inclusive thresholds, see
   :func:`mra_score`.
 * ``multi_choice_soft``: TW-GRPO's ``accuracy_reward`` first tries
@@ -94,6 +98,7 @@ from reelrl.data.answers import (
     parse_number,
     parse_span,
 )
+from reelrl.data.boxes import box_iou, parse_box
 from reelrl.data.schema import LETTERS
 from reelrl.registry import Registry
 
@@ -316,6 +321,14 @@ def _gold_span(gold: str, time_span: Any, row: int) -> tuple[float, float]:
     return span
 
 
+def _box(pred: str, gold: str, row: int) -> float:
+    g = parse_box(gold)
+    if g is None:
+        raise ValueError(f"reward 'box_iou', row {row}: gold answer {gold!r} holds no box '[x1, y1, x2, y2]'")
+    p = parse_box(pred)
+    return 0.0 if p is None else box_iou(p, g)
+
+
 def _tiou(pred: str, gold: str, time_span: Any, row: int) -> float:
     span = parse_span(pred)
     return 0.0 if span is None else tiou(span, _gold_span(gold, time_span, row))
@@ -339,9 +352,11 @@ def score_answer(
         return _rouge(pred, gold)
     if problem_type == "temporal_grounding":
         return _tiou(pred, gold, time_span, row)
+    if problem_type == "box":
+        return _box(pred, gold, row)
     raise ValueError(
         f"row {row}: unknown problem_type {problem_type!r}; valid: multiple_choice, multi_choice, "
-        "numerical, regression, ocr, free_form, temporal_grounding"
+        "numerical, regression, ocr, free_form, temporal_grounding, box"
     )
 
 
@@ -452,3 +467,9 @@ def rouge_reward(completions: list[Any], **columns: Any) -> list[float | None]:
 def tiou_reward(completions: list[Any], **columns: Any) -> list[float | None]:
     """Temporal IoU of the answer's span against the gold span (answer text, else ``time_span``)."""
     return _per_row("tiou", completions, columns, lambda p, g, i, c: _tiou(p, g, c["time_span"], i), ("time_span",))
+
+
+@REWARDS.register("box_iou")
+def box_iou_reward(completions: list[Any], **columns: Any) -> list[float | None]:
+    """IoU of the answer's box with the gold box of ``answer`` (``box`` rows; module docstring)."""
+    return _per_row("box_iou", completions, columns, lambda p, g, i, _: _box(p, g, i))
