@@ -9,3 +9,9 @@ def digit_fraction(completions, **kwargs):
 def brevity(completions, **kwargs):
     """Shorter texts (in characters) score higher: a preference a random tiny model can learn in a few steps."""
     return [1.0 - min(len(text), 40) / 40 for text in completions]
+
+
+def second_turn_brevity(completions, turn=None, **kwargs):
+    """:func:`brevity` on the second turn of an episode (column ``turn`` from tests.envs_for_tests), None elsewhere."""
+    turn = turn if turn is not None else [None] * len(completions)
+    return [1.0 - min(len(text), 40) / 40 if t == 2 else None for text, t in zip(completions, turn)]

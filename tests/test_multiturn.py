@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +161,26 @@ def test_trajectory_tokens_do_not_depend_on_the_batch(setup):
         assert int(one.rollout.lengths[0]) == n
         assert torch.equal(group.rollout.tokens[i, :n], one.rollout.tokens[0, :n])
         assert one.turn_texts[0] == group.turn_texts[i]
+
+
+def test_trainer_learns_a_second_turn_reward(recipe_dict, tmp_path):
+    """Through `reelrl train`'s pipeline: only the second turn is rewarded, and its reward rises."""
+    import json
+
+    from reelrl.config import config_from_dict
+    from reelrl.pipeline import Pipeline
+
+    cfg = dict(recipe_dict, output_dir=str(tmp_path / "mt"))
+    cfg["rl"] = dict(recipe_dict["rl"], steps=20, prompts_per_step=2, group_size=8, max_new_tokens=8,
+                     env={"name": "tests.envs_for_tests:show_frame"},
+                     rewards=[{"name": "tests.rewards_for_tests:second_turn_brevity"},
+                              {"name": "format", "weight": 0.0}],
+                     log_samples_every=1, optim={"lr": 1e-2, "schedule": "constant"})
+    cfg["checkpoint"] = {"every": 0}
+    Pipeline(config_from_dict(cfg)).run()
+    metrics = [json.loads(line) for line in open(tmp_path / "mt" / "0-rl" / "metrics.jsonl")]
+    second = [m["reward/turn2/tests.rewards_for_tests:second_turn_brevity/mean"] for m in metrics]
+    assert all(math.isnan(m["reward/turn1/tests.rewards_for_tests:second_turn_brevity/mean"]) for m in metrics)
+    assert sum(second[-4:]) / 4 > sum(second[:4]) / 4 + 0.1, second
+    sample = json.loads((tmp_path / "mt" / "0-rl" / "samples.jsonl").read_text().splitlines()[0])
+    assert all("[turn 1]" in c and "[turn 2]" in c for c in sample["completions"])

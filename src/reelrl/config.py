@@ -328,6 +328,12 @@ class RLConfig(_Strict):
         None, description="Token weights set on PolicyBatch.token_weights (needed by loss tw_grpo); null: none."
     )
     overlong_filter: bool = Field(False, description="DAPO overlong filtering: truncated completions get no loss.")
+    env: ComponentSpec | None = Field(
+        None,
+        description="Multi-turn rollouts: an environment of reelrl.envs.ENVS (two_stage_grounding: Scene-R1) "
+        "answers each model turn with the next observation; rl.rewards score every turn with the columns the "
+        "environment gives it and a trajectory's reward is their sum. null: single-turn groups.",
+    )
 
 
 class VerifierConfig(_Strict):

@@ -123,9 +123,18 @@ class TwoStageGrounding:
         return Turn(columns, None, {"visible": box is not None})
 
 
-@ENVS.register("two_stage_grounding")
+def check_prompt(prompt: str = SECOND_TURN) -> None:
+    """The second turn's text must name the frame's time and the object (``{time}``, ``{object}``)."""
+    try:
+        prompt.format(time=1.5, object="green disc")
+    except (KeyError, IndexError, ValueError) as e:
+        raise ValueError(f"prompt {prompt!r} formats only {{time}} and {{object}} ({e!r})") from None
+    if "{object}" not in prompt or "{time" not in prompt:
+        raise ValueError(f"prompt must hold {{time}} and {{object}}, got {prompt!r}")
+
+
+@ENVS.register("two_stage_grounding", check=check_prompt)
 def two_stage_grounding(row: VideoRow, video: SampledVideo, prompt: str = SECOND_TURN) -> TwoStageGrounding:
     """Scene-R1's two stages on a temporal-grounding row (module docstring); ``prompt`` formats ``{time}`` and ``{object}``."""
-    if "{object}" not in prompt or "{time" not in prompt:
-        raise ValueError(f"two_stage_grounding: prompt must hold {{time}} and {{object}}, got {prompt!r}")
+    check_prompt(prompt)
     return TwoStageGrounding(row, video, prompt)

@@ -36,6 +36,7 @@ from reelrl.algos import (
 )
 from reelrl.config import ConfigError, RecipeConfig, RLConfig
 from reelrl.data.curriculum import ROW_SOURCES
+from reelrl.envs import ENVS
 from reelrl.registry import Registry
 from reelrl.rewards import resolve_reward
 from reelrl.rollout.engine import ROLLOUT_ENGINES
@@ -149,10 +150,27 @@ def _check_rl(c: _Checks, rl: RLConfig) -> None:
         if c.name(f"rl.reward_shaping[{i}].name", REWARD_SHAPING, s.name):
             c.call(f"rl.reward_shaping[{i}].kwargs", REWARD_SHAPING.get(s.name), torch.ones(1, g), **shape_inputs,
                    **s.kwargs)
+    if rl.env is not None:
+        _check_env(c, rl)
     f = rl.group_filter
     if f is not None and c.name("rl.group_filter.name", GROUP_FILTERS, f.name):
         c.call("rl.group_filter.kwargs", GROUP_FILTERS.get(f.name), _made_up_rewards(2, g), torch.ones(2, g),
                generator=torch.Generator().manual_seed(0), **f.kwargs)
+
+
+def _check_env(c: _Checks, rl: RLConfig) -> None:
+    """``rl.env`` resolves (a registered name or module:factory), its kwargs bind and pass its check."""
+    try:
+        factory = ENVS.resolve(rl.env.name)
+    except Exception as e:  # noqa: BLE001 - unknown name, import error, not callable
+        c.errors.append(f"rl.env.name: {_message(e)}")
+        return
+    c.bind("rl.env.kwargs", factory, None, None, **rl.env.kwargs)
+    check = ENVS.trait(rl.env.name, "check") if rl.env.name in ENVS else None
+    if callable(check):
+        c.call("rl.env.kwargs", check, **rl.env.kwargs)
+    if rl.temporal is not None:
+        c.errors.append("rl.env: multi-turn rollouts do not combine with rl.temporal (T-GRPO re-rolls single turns)")
 
 
 def _check_reward(c: _Checks, field: str, name: str, kwargs: dict[str, Any]) -> None:

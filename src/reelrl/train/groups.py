@@ -11,6 +11,7 @@ from torch import Tensor
 from reelrl.data.schema import VideoRow
 from reelrl.models.vlm import EncodedPrompt
 from reelrl.rollout.hf import Rollout
+from reelrl.rollout.multiturn import EpisodeGroup
 from reelrl.video.transforms import FrameTransform
 
 
@@ -83,6 +84,7 @@ class Group:
     view: PromptView | None = None  # what was encoded (hooks re-encode variants of it)
     seq_keep: Tensor | None = None  # [G] loss weight per completion (DAPO overlong filtering); None = all 1
     token_weights: Tensor | None = None  # [G, T] per-token loss weights (TW-GRPO), no grad
+    episode: EpisodeGroup | None = None  # multi-turn rollouts (rl.env): each trajectory's turns and their columns
 
     @property
     def loss_mask(self) -> Tensor:

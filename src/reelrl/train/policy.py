@@ -8,6 +8,7 @@ from torch import Tensor
 from reelrl.config import RecipeConfig
 from reelrl.models.vlm import VLM, EncodedPrompt, token_logprobs
 from reelrl.rollout.hf import SamplingParams, StopStrings
+from reelrl.train.episodes import completion_logits
 from reelrl.train.groups import Group
 
 __all__ = ["ReferencePolicy", "sampling_params"]
@@ -33,12 +34,24 @@ class ReferencePolicy:
         return token_logprobs(logits, tokens, temperature)  # [N, T]
 
     def logprobs(self, g: Group, temperature: float, share_prefix: bool, vision_shared: bool) -> Tensor:
+        if g.rollout.context is not None:  # a multi-turn continuation (its images re-encoded by the copy's tower)
+            return self._continuation_logprobs(g, temperature, share_prefix, vision_shared)
         return self.token_logprobs(g.prompt, g.rollout.tokens, g.vision, temperature, share_prefix, vision_shared)
+
+    @torch.no_grad()
+    def _continuation_logprobs(self, g: Group, temperature: float, share_prefix: bool, vision_shared: bool) -> Tensor:
+        if self.copy is not None:
+            vision = g.vision if vision_shared else (self.copy.encode_vision(g.prompt) if g.vision is not None else None)
+            logits = completion_logits(self.copy, g.prompt, g.rollout, vision, share_prefix, not vision_shared)
+        else:
+            with self.policy.wrapped.disable_adapter():
+                logits = completion_logits(self.policy, g.prompt, g.rollout, g.vision, share_prefix, not vision_shared)
+        return token_logprobs(logits, g.rollout.tokens, temperature)  # [G, T]
 
     @torch.no_grad()
     def logprobs_many(self, groups: list[Group], temperature: float, share_prefix: bool, vision_shared: bool):
         """Reference log-probs ``[G, T]`` of each group's completions; one pass for all (shared prefixes)."""
-        if len(groups) == 1 or not share_prefix:
+        if len(groups) == 1 or not share_prefix or any(g.rollout.context is not None for g in groups):
             return [self.logprobs(g, temperature, share_prefix, vision_shared) for g in groups]
         prompts, tokens = [g.prompt for g in groups], [g.rollout.tokens for g in groups]
         visions = [g.vision for g in groups]

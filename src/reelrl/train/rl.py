@@ -52,6 +52,7 @@ from reelrl.rollout.engine import GenerationRequest
 from reelrl.rollout.hf import make_generators
 from reelrl.seeding import seed_of
 from reelrl.train.catalog import resolved_beta
+from reelrl.train.episodes import EpisodeRunner, completion_logits, score_episodes
 from reelrl.train.groups import Group, GroupStats, PromptView
 from reelrl.train.hooks import RolloutRequest
 from reelrl.train.loop import StageTrainer
@@ -96,6 +97,8 @@ class RLTrainer(StageTrainer):
         self.sampling = sampling_params(cfg, tokenizer, vlm)
         self.vision_trainable = vlm.vision_trainable()
         self.vision_cache = self._make_vision_cache()
+        self.episodes = (EpisodeRunner(cfg.rl.env, vlm, encoder, self.sampling, self.rl.share_prefix)
+                         if cfg.rl.env is not None else None)  # multi-turn rollouts (rl.env)
         self.hooks = Hooks(self)
         self.data = DataState(self.source, self.hooks)  # checkpointed data position
         self._draws = 0  # prompts rolled out so far in this step (seed key)
@@ -133,11 +136,18 @@ class RLTrainer(StageTrainer):
             ready.append((j, GenerationRequest(prompt, n, gens, vision)))
         out: list[Group | None] = [None] * len(requests)
         with torch.no_grad(), self.timer("rollout"):
-            rollouts = self.engine.generate([r for _, r in ready], self.sampling)
-        for (j, req), ro in zip(ready, rollouts):
+            if self.episodes is None:
+                rollouts, episodes = self.engine.generate([r for _, r in ready], self.sampling), [None] * len(ready)
+            else:
+                episodes = self.episodes.generate([(requests[j][0].row, r) for j, r in ready])
+                rollouts = [e.rollout for e in episodes]
+        for (j, req), ro, ep in zip(ready, rollouts, episodes):
             view, index, key, _ = requests[j]
-            texts = [self.tok.decode(t[: int(k)], skip_special_tokens=True) for t, k in zip(ro.tokens, ro.lengths)]
-            out[j] = Group(view.row, req.prompt, req.vision, ro, texts, index=index, key=key, view=view)
+            if ep is None:
+                texts = [self.tok.decode(t[: int(k)], skip_special_tokens=True) for t, k in zip(ro.tokens, ro.lengths)]
+            else:
+                texts = ["\n\n".join(f"[turn {k + 1}] {t}" for k, t in enumerate(turns)) for turns in ep.turn_texts]
+            out[j] = Group(view.row, req.prompt, req.vision, ro, texts, index=index, key=key, view=view, episode=ep)
         return out
 
     def collect(self, indices: list[int]) -> tuple[list[Group], list[GroupStats]]:
@@ -213,6 +223,12 @@ class RLTrainer(StageTrainer):
 
     def score(self, groups: list[Group]) -> None:
         """Rewards [G] and per-reward columns of each group (groups may differ in size)."""
+        if self.episodes is not None:  # every turn scored (reelrl.train.episodes)
+            scored = score_episodes(self.reward_specs, self.metric_specs, [g.row for g in groups],
+                                    [g.episode for g in groups])
+            for g, (r, cols) in zip(groups, scored):
+                g.rewards, g.columns = r, cols  # [G], {name: [G]}
+            return
         texts = [t for g in groups for t in g.texts]
         sizes = [len(g.texts) for g in groups]
         cols = _columns([g.row for g in groups], sizes)
@@ -244,7 +260,10 @@ class RLTrainer(StageTrainer):
         if grad and self.vision_trainable:  # recompute once per prompt, with gradient
             visions = [self.vlm.encode_vision(g.prompt) if v is not None else None for g, v in zip(groups, visions)]
         tokens = [g.rollout.tokens for g in groups]
-        if len(groups) == 1:
+        if self.episodes is not None:  # multi-turn continuations: one prefix-shared pass per group
+            logits = [completion_logits(self.vlm, g.prompt, g.rollout, v, self.rl.share_prefix,
+                                        grad and self.vision_trainable) for g, v in zip(groups, visions)]
+        elif len(groups) == 1:
             logits = [self.vlm.completion_logits(groups[0].prompt, tokens[0], visions[0], self.rl.share_prefix)]
         else:
             logits = self.vlm.completion_logits_many([g.prompt for g in groups], tokens, visions)
