@@ -12,6 +12,9 @@ the object's bounding square (a disc is inscribed in its box).
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+from typing import Callable, Mapping
+
 import numpy as np
 
 BACKGROUND: tuple[int, int, int] = (12, 12, 12)
@@ -33,6 +36,12 @@ COLOR_NAMES: tuple[str, ...] = tuple(PALETTE)
 
 Box = tuple[int, int, int]
 
+SHAPE_OVERRIDE: ContextVar[Mapping[str, Callable[[np.ndarray, Box, str], None]] | None] = ContextVar(
+    "reelrl_shape_override", default=None
+)
+"""Drawers that replace ``"square"`` / ``"disc"`` while set (a gym environment's shape set,
+:mod:`reelrl.gym.environments`); unset, the shapes are drawn as documented here."""
+
 
 def blank(n_frames: int, height: int, width: int) -> np.ndarray:
     """Return ``n_frames`` frames filled with :data:`BACKGROUND` -> ``[T, H, W, 3]`` uint8."""
@@ -43,6 +52,8 @@ def blank(n_frames: int, height: int, width: int) -> np.ndarray:
 
 def draw_square(frame: np.ndarray, box: Box, color: str) -> None:
     """Fill the square ``box`` of one frame ``[H, W, 3]`` in place with a palette colour."""
+    if (alt := (SHAPE_OVERRIDE.get() or {}).get("square")) is not None:
+        return alt(frame, box, color)
     y, x, s = box
     frame[y : y + s, x : x + s] = PALETTE[color]  # [s, s, 3]
 
@@ -61,6 +72,8 @@ def disc_mask(size: int) -> np.ndarray:
 
 def draw_disc(frame: np.ndarray, box: Box, color: str) -> None:
     """Draw the disc inscribed in ``box`` onto one frame ``[H, W, 3]`` in place."""
+    if (alt := (SHAPE_OVERRIDE.get() or {}).get("disc")) is not None:
+        return alt(frame, box, color)
     y, x, s = box
     region = frame[y : y + s, x : x + s]  # [s, s, 3] view
     region[disc_mask(s)] = PALETTE[color]  # [n_in, 3]

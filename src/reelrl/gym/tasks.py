@@ -39,9 +39,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from reelrl.data.schema import LETTERS
+from reelrl.gym.environments import DEFAULT_ENVIRONMENT, ENVIRONMENTS, apply_environment, drawing
 from reelrl.gym.render import (
     COLOR_NAMES,
     Box,
@@ -121,6 +122,26 @@ class GymSpec(BaseModel):
         "across questions (an easier reading task; guessing chance is unchanged).",
     )
     seed: int = Field(0, ge=0, description="Root seed; splits and samples derive disjoint streams from it.")
+    environment: str = Field(
+        DEFAULT_ENVIRONMENT,
+        description="Visual style (a name in reelrl.gym.environments.ENVIRONMENTS: background, palette shades, "
+        "texture, shape set). The same seed shows the same scenes in every environment. Left out of the "
+        "serialised spec when default, so the identity of gyms made before the field existed is unchanged.",
+    )
+
+    @field_validator("environment")
+    @classmethod
+    def _known_environment(cls, v: str) -> str:
+        if v not in ENVIRONMENTS:
+            raise ValueError(f"unknown gym environment {v!r}; valid names: {', '.join(ENVIRONMENTS.names())}")
+        return v
+
+    @model_serializer(mode="wrap")
+    def _omit_default_environment(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("environment") == DEFAULT_ENVIRONMENT:
+            del data["environment"]
+        return data
 
     @field_validator("height", "width")
     @classmethod
@@ -181,25 +202,28 @@ TASKS: Registry[TaskFn] = Registry("gym task")
 
 
 def register_family(name: str) -> Callable[[TaskFn], TaskFn]:
-    """Register a task family under ``name`` in :data:`TASKS`, adding ``frames_per_step`` support.
+    """Register a task family under ``name`` in :data:`TASKS`, adding ``frames_per_step`` and ``environment``.
 
     The family renders ``frames // frames_per_step`` steps at ``fps / frames_per_step``
     (so times in its trace stay in true seconds); each step is then repeated
-    ``frames_per_step`` times.
+    ``frames_per_step`` times. It renders under ``spec.environment``'s shape set
+    and is then restyled (:func:`reelrl.gym.environments.apply_environment`).
     """
 
     def deco(fn: TaskFn) -> TaskFn:
         @functools.wraps(fn)
         def stepped(rng: np.random.Generator, spec: GymSpec) -> Sample:
             m = spec.frames_per_step
-            if m == 1:
-                return fn(rng, spec)
-            inner = spec.model_copy(update={"frames": spec.frames // m, "fps": spec.fps / m, "frames_per_step": 1})
-            s = fn(rng, inner)
+            with drawing(spec.environment):
+                if m == 1:
+                    return apply_environment(fn(rng, spec), spec.environment, rng)
+                inner = spec.model_copy(update={"frames": spec.frames // m, "fps": spec.fps / m,
+                                                "frames_per_step": 1})
+                s = fn(rng, inner)
             s.frames = np.repeat(s.frames, m, axis=0)  # [T, H, W, 3] from [T/m, H, W, 3]
             s.fps = spec.fps
             s.meta["frames_per_step"] = m
-            return s
+            return apply_environment(s, spec.environment, rng)
 
         TASKS.register(name)(stepped)
         return stepped
