@@ -37,7 +37,7 @@ def tiny_overrides(tiny_gym: Path, tiny_model_dir: Path, out: Path) -> list[str]
         "rl.steps=1", "rl.prompts_per_step=2", "rl.group_size=4", "rl.max_new_tokens=6",
         "sft.epochs=0.5", "sft.batch_size=4", "sft.micro_batch_size=4",
         "dpo.prompts=2", "dpo.rollouts_per_prompt=2", "dpo.max_new_tokens=6",
-        "eval.max_rows=2", "eval.max_new_tokens=6",
+        "eval.max_rows=2", "eval.max_new_tokens=6", "eval.levels={}",  # levels need the gym (test_environments)
         "logging.progress=false", "logging.tensorboard=false", "checkpoint.every=0",
     ]
 

@@ -1,4 +1,5 @@
-"""The ``reelrl`` command line: train | sft | eval | gym | tiny | import-video-r1 | import-charades-sta.
+"""The ``reelrl`` command line: train | sft | eval | gym | tiny | import-video-r1 | import-charades-sta |
+import-seed-bench-r1.
 
 Recipes are YAML files; any field can be overridden as ``key.sub=value``::
 
@@ -195,12 +196,13 @@ def gym(
     families: str = typer.Option("count,order,direction,color_change", help="Comma-separated task families."),
     frames: int = typer.Option(16), fps: float = typer.Option(4.0), size: int = typer.Option(84),
     difficulty: float = typer.Option(0.3), seed: int = typer.Option(0),
+    environment: str = typer.Option("default", help="Visual style (reelrl.gym.environments.ENVIRONMENTS)."),
 ) -> None:
     """Render the synthetic video gym (H.264 videos + JSONL rows with verifiable answers)."""
     from reelrl.gym import GymSpec, generate_gym
 
     spec = GymSpec(families=families.split(","), frames=frames, fps=fps, height=size, width=size,
-                   difficulty=difficulty, seed=seed)
+                   difficulty=difficulty, seed=seed, environment=environment)
     info = generate_gym(out, spec, n_train, n_val, n_test)
     console.print_json(json.dumps(info, default=str))
 
@@ -294,6 +296,27 @@ def import_charades_sta(
 
     try:
         counts = convert_charades_sta(src, video_root, out, info, check_videos)
+    except DataError as e:
+        _fail(str(e))
+    console.print_json(json.dumps(counts))
+
+
+@app.command("import-seed-bench-r1")
+def import_seed_bench_r1(
+    src: Path = typer.Argument(..., help="annotations/validation_L1.jsonl (L2, L3) or training_6k.jsonl (.json too)"),
+    data_root: Path = typer.Argument(..., help="SEED-Bench-R1 folder holding videos/<source>/ and images/<source>/"),
+    out: Path = typer.Argument(..., help="JSONL to write"),
+    level: Optional[str] = typer.Option(None, help="task of every row (default: L1/L2/L3 from the file name, "
+                                        "else train)"),
+    seed: int = typer.Option(0, help="training files: seed of the 3 negatives drawn and the option order"),
+    check_videos: bool = typer.Option(False, help="check every video file exists"),
+) -> None:
+    """Convert SEED-Bench-R1 annotations (EgoPlan format) to reelrl's row schema (multiple choice, task = level)."""
+    from reelrl.data.schema import DataError
+    from reelrl.data.seed_bench_r1 import convert_seed_bench_r1
+
+    try:
+        counts = convert_seed_bench_r1(src, data_root, out, level, seed, check_videos)
     except DataError as e:
         _fail(str(e))
     console.print_json(json.dumps(counts))

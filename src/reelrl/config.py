@@ -397,6 +397,22 @@ class EvalConfig(_Strict):
         default_factory=dict, description="Fields of `video` that differ at evaluation (papers evaluate on more "
         "frames / pixels than they train on, e.g. {max_frames: 32, max_pixels: 200704}); {} = as in training."
     )
+    levels: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="Generalisation levels (SEED-Bench-R1's L1/L2/L3): level name -> the "
+        "fields of data.gym.spec that differ in that level's test gym, e.g. {L1: {}, L2: {environment: "
+        "noise_shapes}, L3: {environment: noise_shapes, families: [count]}}. Each eval stage then evaluates the "
+        "data.gym.n_test test rows of every level (generated under <data.gym.dir>/levels/<name>; a level equal "
+        "to the training spec uses the gym's own test split) and the summary reports each level with its chance "
+        "(reelrl.eval.levels). {} = evaluate eval.split only."
+    )
+
+    @field_validator("levels")
+    @classmethod
+    def _level_names(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name in v:
+            if not name or not all(c.isalnum() or c in "_-" for c in name):
+                raise ValueError(f"level name {name!r} must be letters, digits, '_' or '-' (it names a folder)")
+        return v
 
 
 class LoggingConfig(_Strict):
@@ -476,6 +492,8 @@ class RecipeConfig(_Strict):
                 self.eval_video()
             except ValidationError as e:
                 raise ValueError(f"eval.video: {e}") from None
+        if self.eval.levels:
+            self._check_levels()
         if self.rl.vision_cache_dir is not None and not self.rl.cache_vision:
             raise ValueError("rl.vision_cache_dir needs rl.cache_vision: true (the cache stores those embeddings)")
         if not self.data.gym.enabled:
@@ -485,6 +503,20 @@ class RecipeConfig(_Strict):
                     raise ValueError(f"data.{split} is required by stage(s) {sorted(set(self.stages) & stages)} "
                                      "unless data.gym.enabled is true")
         return self
+
+    def _check_levels(self) -> None:
+        """Every ``eval.levels`` entry over ``data.gym.spec`` is a valid gym spec (errors name the level's field)."""
+        from reelrl.gym.tasks import GymSpec
+
+        if not self.data.gym.enabled:
+            raise ValueError("eval.levels needs data.gym.enabled: true (each level is a generated test gym)")
+        for name, over in self.eval.levels.items():
+            try:
+                GymSpec(**{**self.data.gym.spec, **over})
+            except ValidationError as e:
+                raise ValueError("; ".join(f"eval.levels.{name}.{'.'.join(map(str, x['loc'])) or 'spec'}: "
+                                           f"{x['msg'].removeprefix('Value error, ')}"
+                                           for x in e.errors())) from None
 
     # ------------------------------------------------------------------ paths
     def run_dir(self) -> Path:

@@ -34,6 +34,7 @@ from reelrl.data.templates import get_template
 from reelrl.dist.fsdp import shard_model
 from reelrl.dist.parallel import ParallelDims, init_parallel
 from reelrl.eval.grounding_agents import estimate_difficulty, reflect_boundaries
+from reelrl.eval.levels import level_chance, level_rows, prepare_levels, print_levels, summarize_levels
 from reelrl.eval.runner import evaluate, print_eval
 from reelrl.models.load import apply_lora, freeze_vision_tower, load_model_and_processor
 from reelrl.models.precision import loaded_half_dtype, upcast_trainable
@@ -96,6 +97,7 @@ def prepare_data(cfg: RecipeConfig) -> None:
             errs = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'spec'}: {x['msg']}" for x in e.errors())
             raise ConfigError(f"data.gym.spec: {errs}") from None
         ensure_gym(gym.dir, spec, gym.n_train, gym.n_val, gym.n_test)
+        prepare_levels(cfg)
 
 
 def prepare_model(cfg: RecipeConfig) -> None:
@@ -267,21 +269,33 @@ class Pipeline:
                    resume=resume, stop_after=stop_after)
 
     def stage_eval(self, stage_dir: Path, history: list[str]) -> dict:
+        """Evaluate ``eval.split``, or with ``eval.levels`` every level's test rows (``{"levels": {name: result}}``,
+        each level's files in ``stage_dir/<name>``)."""
         vlm, processor = self.load(for_training=False)
-        sampling = sampling_params(self.cfg, processor.tokenizer, vlm, self.cfg.eval.max_new_tokens)
-        rows = load_rows(self.cfg, self.cfg.eval.split)
-        specs = [RewardSpec(r.name, r.weight, r.kwargs) for r in self.cfg.rl.rewards]
         label = self._label(history)
-        encoder = self.encoder(processor, stage_dir, "eval", rows)
+        if self.cfg.eval.levels:
+            chance = level_chance(self.cfg)
+            return {"levels": {name: self._evaluate(vlm, processor, level_rows(self.cfg, name), stage_dir / name,
+                                                    label, f"level {name} accuracy after {label}", chance[name])
+                               for name in self.cfg.eval.levels}}
+        return self._evaluate(vlm, processor, load_rows(self.cfg, self.cfg.eval.split), stage_dir, label,
+                              f"{self.cfg.eval.split} accuracy after {label}", self.chance())
+
+    def _evaluate(self, vlm: VLM, processor, rows: list[VideoRow], out_dir: Path, label: str, title: str,
+                  chance: dict[str, float] | None) -> dict:
+        """One :func:`evaluate` of ``rows`` into ``out_dir``, its table printed with ``chance``."""
+        sampling = sampling_params(self.cfg, processor.tokenizer, vlm, self.cfg.eval.max_new_tokens)
+        specs = [RewardSpec(r.name, r.weight, r.kwargs) for r in self.cfg.rl.rewards]
+        encoder = self.encoder(processor, out_dir, "eval", rows)
         try:
-            res = evaluate(vlm, processor.tokenizer, encoder, rows, sampling, specs, stage_dir,
+            res = evaluate(vlm, processor.tokenizer, encoder, rows, sampling, specs, out_dir,
                            self.cfg.logging.progress, title=f"eval ({label})", batch_size=self.cfg.eval.batch_size,
                            dims=self.dims, engine=build_engine(self.cfg.rollout.engine, vlm, self.cfg.rl.share_prefix,
                                                                **self.cfg.rollout.engine_kwargs))
         finally:
             encoder.close()
         if self.dims.is_main:
-            print_eval(res, f"{self.cfg.eval.split} accuracy after {label}", self.chance())
+            print_eval(res, title, chance)
         return res
 
     def grounding_agents(self, src: Path, out: Path, *, difficulty: bool = True, reflect: bool = False,
@@ -319,6 +333,13 @@ class Pipeline:
 
     def summarize(self, results: list[dict]) -> dict:
         evals = [r for r in results if r["kind"] == "eval"]
+        if evals and "levels" in evals[0]:  # eval.levels: one column per level (reelrl.eval.levels)
+            summary = {"recipe": self.cfg.name, "seed": self.cfg.seed, "split": "test",
+                       **summarize_levels(self.cfg, evals)}
+            if self.dims.is_main:
+                (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+                print_levels(summary, self.run_dir)
+            return summary
         chance = self.chance()
         rows = []
         if chance and evals:
