@@ -34,7 +34,7 @@ from reelrl.data.templates import get_template
 from reelrl.dist.fsdp import shard_model
 from reelrl.dist.parallel import ParallelDims, init_parallel
 from reelrl.eval.grounding_agents import estimate_difficulty, reflect_boundaries
-from reelrl.eval.levels import level_chance, level_rows, prepare_levels, print_levels, summarize_levels
+from reelrl.eval.levels import level_chance, level_rows, level_specs, prepare_levels, print_levels, summarize_levels
 from reelrl.eval.runner import evaluate, print_eval
 from reelrl.models.load import apply_lora, freeze_vision_tower, load_model_and_processor
 from reelrl.models.precision import loaded_half_dtype, upcast_trainable
@@ -113,6 +113,7 @@ def prepare_model(cfg: RecipeConfig) -> None:
             paths.append(cfg.split_path(split))
         except ValueError:
             continue
+    paths += [d / "test.jsonl" for _, d in level_specs(cfg).values()]  # eval.levels: their texts too
     build_tiny(path, tokenizer_corpus(paths, extra=get_template(cfg.prompt.template).texts()), **cfg.model.tiny)
 
 

@@ -34,6 +34,8 @@ from reelrl.gym import GymSpec, ensure_gym
 
 def level_specs(cfg: RecipeConfig) -> dict[str, tuple[GymSpec, Path]]:
     """Each level's gym spec and directory, in the recipe's order (empty when no levels are set)."""
+    if not cfg.eval.levels:
+        return {}
     gym = cfg.data.gym
     base = GymSpec(**gym.spec)
     out: dict[str, tuple[GymSpec, Path]] = {}

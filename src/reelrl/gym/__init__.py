@@ -4,6 +4,8 @@
 - :mod:`reelrl.gym.tasks`    :class:`GymSpec`, the :data:`TASKS` registry of task
   families, :func:`chance_accuracy`.
 - :mod:`reelrl.gym.grounding` families whose answer is a time span (temporal_grounding).
+- :mod:`reelrl.gym.environments` visual styles (``GymSpec.environment``): backgrounds, palette
+  shades, textures, shape sets.
 - :mod:`reelrl.gym.generate` :func:`generate_gym` / :func:`ensure_gym` write
   ``{train,val,test}.jsonl`` + H.264 videos + ``gym.json``.
 """
