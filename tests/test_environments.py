@@ -83,7 +83,7 @@ def test_backgrounds_replace_exactly_the_background_pixels() -> None:
     gbg = np.all(gbase.frames == BACKGROUND, axis=-1)  # [T, H, W]
     top = grad.frames[:, 0][gbg[:, 0]]  # [n, 3] background pixels of the first row
     bottom = grad.frames[:, -1][gbg[:, -1]]  # [n, 3]
-    assert (top == (10, 12, 34)).all() and (bottom == (64, 64, 72)).all()
+    assert (top == (10, 12, 34)).all() and (bottom == (46, 46, 56)).all()
     noise = ENVIRONMENTS.get("noise_shapes").restyle(np.full((3, 56, 56, 3), BACKGROUND, np.uint8),
                                                     np.random.default_rng(1))  # [T, H, W, 3]
     vals = noise.reshape(-1, 3)  # [T*H*W, 3]

@@ -29,7 +29,8 @@ as usual, with the shape set's drawers installed in
 :data:`reelrl.gym.render.SHAPE_OVERRIDE`; then every pixel that is exactly the
 default background becomes the environment's background and every pixel that
 is exactly a palette colour becomes that colour's shade times the texture.
-Other pixels (e.g. ``progress``'s grey empty bar) are kept. The background's
+Other pixels (e.g. ``progress``'s grey (70, 70, 70) empty bar) are kept; every
+background stays darker than that bar on average, so the bar's extent stays visible. The background's
 and texture's random draws (noise) come from the sample's own generator after
 the family has drawn from it, so a sample shows the same scene (same objects,
 times and answer) in every environment, and the noise is static over the video.
@@ -77,9 +78,9 @@ BACKGROUNDS.register("slate")(_flat((46, 50, 60)))
 
 @BACKGROUNDS.register("gradient")
 def _gradient(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """Vertical ramp from dark navy (10, 12, 34) at the top to grey (64, 64, 72) at the bottom."""
+    """Vertical ramp from dark navy (10, 12, 34) at the top to grey (46, 46, 56) at the bottom."""
     f = np.linspace(0.0, 1.0, h)[:, None, None]  # [H, 1, 1]
-    top, bottom = np.array([10, 12, 34.0]), np.array([64, 64, 72.0])  # [3] each
+    top, bottom = np.array([10, 12, 34.0]), np.array([46, 46, 56.0])  # [3] each
     img = top + (bottom - top) * f  # [H, 1, 3]
     return np.broadcast_to(np.rint(img).astype(np.uint8), (h, w, 3)).copy()  # [H, W, 3]
 
