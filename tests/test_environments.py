@@ -66,7 +66,8 @@ def test_default_environment_gym_is_byte_identical(tmp_path: Path) -> None:
 
 def _pair(env: str, family: str, index: int = 0):
     spec = dict(SMALL, families=[family])
-    return make_sample(GymSpec(**spec), "test", index)[1], make_sample(GymSpec(**spec, environment=env), "test", index)[1]
+    base = make_sample(GymSpec(**spec), "test", index)[1]
+    return base, make_sample(GymSpec(**spec, environment=env), "test", index)[1]
 
 
 def test_backgrounds_replace_exactly_the_background_pixels() -> None:

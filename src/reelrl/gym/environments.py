@@ -179,7 +179,7 @@ class ShapeSet:
     """Whole-word renames (lower case, singular) applied to question, options and trace."""
 
     def rename(self, text: str) -> str:
-        """``text`` with every word of :attr:`words` (and its plural, any capitalisation of the first letter) renamed."""
+        """``text`` with every word of :attr:`words` renamed (plurals too; a capital first letter is kept)."""
         if not self.words or not text:
             return text
         pattern = re.compile(r"\b(" + "|".join(map(re.escape, self.words)) + r")(s|es)?\b", re.IGNORECASE)
@@ -246,7 +246,8 @@ def register_environment(name: str, env: Environment) -> Environment:
     return env
 
 
-register_environment(DEFAULT_ENVIRONMENT, Environment("the gym's own look: near-black, standard colours, squares/discs"))
+register_environment(DEFAULT_ENVIRONMENT,
+                     Environment("the gym's own look: near-black, standard colours, squares and discs"))
 register_environment("slate_deep", Environment("flat slate-grey background, deep shades", "slate", "deep"))
 register_environment("gradient_soft", Environment("navy-to-grey gradient, soft shades, striped objects",
                                                   "gradient", "soft", "stripes"))
