@@ -49,6 +49,7 @@ TRICKY_CHARS = [
 FRAGMENTS = [
     # tags, well-formed or not
     "<think>", "</think>", "<answer>", "</answer>", "<answer", "answer>", "</ answer>", "<ANSWER>", "<>",
+    "<time>", "</time>", "<caption>", "</caption>", "<time>1-2</time>", "<time>00:03.5 - 00:07</time>",
     # numbers
     "0", "-0", "3", "-2.5", ".5", "1,000", "1,2,3", "1,00", "1e3", "1e400", "-1e400", "1e-400", "nan", "inf",
     "-inf", "NaN", "Infinity", "9" * 400, "-" + "9" * 320, "1.7976931348623157e308", "5e-324", "+7", "--3",
@@ -230,6 +231,27 @@ def _accuracy_best(row: dict[str, Any]) -> bool:
     return row["problem_type"] != "free_form" or _rouge_has_two_tokens(row)
 
 
+@st.composite
+def _clue_gold(draw: st.DrawFn) -> dict[str, Any]:
+    """True events as meta.events (1-3, may overlap) or as the row's time_span; best = one exact clue per event."""
+    spans = []
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        a, b = sorted(draw(st.lists(st.integers(min_value=0, max_value=100_000), min_size=2, max_size=2, unique=True)))
+        spans.append((a / 10, b / 10))
+    if draw(st.booleans()):
+        meta = {"events": [{"start": s, "end": e, "caption": "the red square is shown"} for s, e in spans]}
+        time_span = draw(st.sampled_from([None, [0.0, 1.0]]))  # meta.events take precedence
+    else:
+        spans, meta, time_span = spans[:1], draw(st.sampled_from([None, {}])), list(spans[0])
+    best = "".join(f"<time>{s:.1f}-{e:.1f}</time> <caption>c</caption> <think>t</think>\n" for s, e in spans)
+    return {"id": "r1", "task": "default", "meta": meta, "time_span": time_span, "best": best + "<answer>A</answer>"}
+
+
+# clue_format reads no column; its best completion is one clue block of tag-free texts, then the answer
+_clue_format_gold = st.builds(
+    lambda c, t, a: {"best": f"Let me see. <time>1-2</time> <caption>{c}</caption> <think>{t}</think>\n"
+                             f"<answer>{a}</answer>\n"}, _tag_free, _tag_free, _tag_free)
+
 # format reads no column; its best completion is any tag-free think and answer in the two blocks
 _format_gold = st.builds(lambda t, a: {"best": f"  <think>{t}</think>\n<answer>{a}</answer>\n"}, _tag_free, _tag_free)
 
@@ -248,6 +270,8 @@ SPECS: dict[str, Spec] = {
     "rouge": Spec(_text_gold(), ("answer",), best_scores_hi=_rouge_has_two_tokens),
     "tiou": Spec(_span_gold(), ("answer", "time_span")),
     "box_iou": Spec(_box_gold(), ("answer",)),
+    "clue": Spec(_clue_gold(), ("id", "task", "meta", "time_span")),
+    "clue_format": Spec(_clue_format_gold, (), values=BINARY),
 }
 
 

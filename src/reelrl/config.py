@@ -173,6 +173,22 @@ class SFTConfig(_Strict):
     rows_without_reasoning: Literal["error", "skip", "answer_only"] = Field(
         "error", description="What to do with rows lacking a reasoning trace."
     )
+    trace: str = Field(
+        "plain",
+        description="Which reasoning trace a row is trained on (reelrl.gym.clues.TRACES): 'plain' = the row's own "
+        "reasoning; 'clues' = a Video-Thinker clue trace (<time>s-e</time> <caption>...</caption> per event) "
+        "written from the row's events (gym meta, or meta.events), as blocks with their own <think> under a "
+        "template that does not wrap the trace (video_thinker), inline inside the one <think> otherwise.",
+    )
+
+    @field_validator("trace")
+    @classmethod
+    def _known_trace(cls, v: str) -> str:
+        from reelrl.gym.clues import TRACES
+
+        if v not in TRACES:
+            raise ValueError(f"unknown SFT trace style {v!r}; valid names: {', '.join(TRACES.names())}")
+        return v
 
 
 class ComponentSpec(_Strict):

@@ -114,18 +114,24 @@ def prepare_model(cfg: RecipeConfig) -> None:
         except ValueError:
             continue
     paths += [d / "test.jsonl" for _, d in level_specs(cfg).values()]  # eval.levels: their texts too
-    build_tiny(path, tokenizer_corpus(paths, extra=get_template(cfg.prompt.template).texts()), **cfg.model.tiny)
+    template = get_template(cfg.prompt.template)
+    corpus = tokenizer_corpus(paths, extra=template.texts(), trace=cfg.sft.trace, wrapped=template.wrap_think)
+    build_tiny(path, corpus, **cfg.model.tiny)
 
 
-def tokenizer_corpus(jsonl_paths: list[Path], extra: list[str] = ()) -> list[str]:
-    """Texts to train the tiny tokenizer on: the generic corpus plus the rows' prompts, traces and answers."""
+def tokenizer_corpus(jsonl_paths: list[Path], extra: list[str] = (), trace: str = "plain",
+                     wrapped: bool = True) -> list[str]:
+    """Texts to train the tiny tokenizer on: the generic corpus plus the rows' prompts, traces (in the
+    ``sft.trace`` style, reelrl.gym.clues.TRACES) and answers."""
+    from reelrl.gym.clues import TRACES
     from reelrl.models.tiny import default_corpus
 
+    style = TRACES.get(trace)
     texts = [*default_corpus(), *extra]
     for p in jsonl_paths:
         if p.is_file():
             for r in load_jsonl(p, check_videos=False):
-                texts += [r.prompt_text(), r.reasoning or "", f"<answer>{r.answer}</answer>"]
+                texts += [r.prompt_text(), style(r, wrapped) or "", f"<answer>{r.answer}</answer>"]
     return texts
 
 

@@ -42,6 +42,15 @@ Registered templates
     evaluation, which asks for ``<answer> answer here </answer>`` instead of
     the letter), filled with reelrl's question layout; no system turn.
 
+``video_thinker``
+    Video-Thinker (arXiv 2510.23473; its SFT script's ``prepare_dataset``, Appendix D.1), the same in
+    every stage ("Both training stages utilize the same prompt template"): its system message (clue blocks
+    ``<time>`` ``<caption>`` ``<think>``, then ``<answer>``) and ``QUESTION_TEMPLATE``, whose question is
+    ``problem + "Options:\\n"`` and one ``"A. option\\n"`` per option. Its answer clause exists only for
+    multiple choice ("the single option letter"); other problem types get the same sentence with their
+    answer's form (reelrl's). SFT target ``process + "\\n" + solution``: the trace as written (no outer
+    ``<think>``; ``sft.trace: clues`` writes Video-Thinker's blocks), a newline, ``<answer>a</answer>``.
+
 Every registered text is written from its repository; tests compare them
 with the published strings.
 """
@@ -72,7 +81,9 @@ class PromptTemplate:
     the text put in ``{question}``; ``type_suffix``: problem type -> text
     appended to the user text (Video-R1's answer formats); ``system``: stage
     -> the system message (None = the chat template's default);
-    ``separator``: between ``</think>`` and ``<answer>`` in SFT targets.
+    ``separator``: between ``</think>`` and ``<answer>`` in SFT targets; ``wrap_think``: False when the
+    reasoning carries its own tags (Video-Thinker's clue blocks) and the target is ``reasoning``,
+    the separator, ``<answer>answer</answer>``.
     """
 
     name: str
@@ -81,6 +92,7 @@ class PromptTemplate:
     type_suffix: dict[str, str] | None = None
     system: dict[str, str | None] = field(default_factory=dict)
     separator: str = ""
+    wrap_think: bool = True
 
     def __post_init__(self) -> None:
         for stage in STAGES:
@@ -106,6 +118,8 @@ class PromptTemplate:
         """The SFT assistant text: ``<think>reasoning</think>`` (if any), the separator, ``<answer>answer</answer>``."""
         if reasoning is None:
             return f"<answer>{answer}</answer>"
+        if not self.wrap_think:
+            return f"{reasoning}{self.separator}<answer>{answer}</answer>"
         return f"<think>{reasoning}</think>{self.separator}<answer>{answer}</answer>"
 
     def texts(self) -> list[str]:
@@ -197,6 +211,60 @@ LONGVILA_R1_EVAL = _LONGVILA_HEAD + "<answer> answer here </answer>.\n\n Questio
 @TEMPLATES.register("longvila_r1")
 def longvila_r1() -> PromptTemplate:
     return PromptTemplate("longvila_r1", {"sft": LONGVILA_R1_TRAIN, "rl": LONGVILA_R1_TRAIN, "eval": LONGVILA_R1_EVAL})
+
+
+# --- Video-Thinker (arXiv 2510.23473): its SFT script's system_message and QUESTION_TEMPLATE (Appendix D.1)
+VIDEO_THINKER_SYSTEM = (
+    "You are an expert video analyst tasked with solving problems based on video content. "
+    "When answering a question about a video, you should carefully observe and analyze important visual clues "
+    "from the videos to answer. "
+    "For each important segment you notice, first observe the key visual elements, then analyze their "
+    "significance using the following format: "
+    "specify the time range with `<time>start_time-end_time</time>`, "
+    "describe the key visual clues with `<caption>Description of key visual clues</caption>`, "
+    "and provide your analysis about what this means with `<think>Your analysis and thoughts about this "
+    "segment</think>`. "
+    "Throughout your analysis, think about the question as if you were a human pondering deeply, "
+    "engaging in an internal dialogue using natural thought expressions such as such as 'let me think', 'wait', "
+    "'Hmm', 'oh, I see', 'let's break it down', etc, or other natural language thought expressions. "
+    "After examining the key visual clues, continue with deeper reasoning that connects your observations to the "
+    "answer. "
+    "Self-reflection or verification in your reasoning process is encouraged when necessary, "
+    "though if the answer is straightforward, you may proceed directly to the conclusion. "
+    "Finally, conclude by placing your final answer in `<answer> </answer>` tags."
+)
+VIDEO_THINKER_USER = (
+    "{question}\n\n"
+    "Please analyze the video carefully by identifying key segments and their important visual clues within "
+    "`<time> </time>`, `<caption> </caption>`, `<think> </think>` tags "
+    "then conduct deep analysis and reasoning to arrive at your answer to the question, "
+)
+_VT_TAIL = " within the `<answer> </answer>` tags.Follow the format specified in the instructions."
+#: the clause after VIDEO_THINKER_USER: Video-Thinker's own for multiple choice (its only type), reelrl's for others
+VIDEO_THINKER_TYPES = {
+    "multiple_choice": "finally provide only the single option letter (e.g., A, B, C, D, E, F etc.)" + _VT_TAIL,
+    "multi_choice": "finally provide only the option letters separated by commas (e.g., A,C)" + _VT_TAIL,
+    "numerical": "finally provide only the numerical value (e.g., 42 or 3.14)" + _VT_TAIL,
+    "regression": "finally provide only the numerical value (e.g., 42 or 3.14)" + _VT_TAIL,
+    "ocr": "finally provide only the transcribed text" + _VT_TAIL,
+    "free_form": "finally provide only your text answer" + _VT_TAIL,
+    "temporal_grounding": "finally provide only the start and end time in seconds (e.g., 2.5-7)" + _VT_TAIL,
+    "box": "finally provide only the box [x1, y1, x2, y2] in pixels" + _VT_TAIL,
+}
+
+
+def video_thinker_question(row: VideoRow) -> str:
+    """Video-Thinker's question: ``problem + "Options:\n" + "A. option\n"...`` when the row has options."""
+    if row.options:
+        return row.question + "Options:\n" + "".join(f"{LETTERS[i]}. {o}\n" for i, o in enumerate(row.options))
+    return row.question
+
+
+@TEMPLATES.register("video_thinker")
+def video_thinker() -> PromptTemplate:
+    return PromptTemplate("video_thinker", {s: VIDEO_THINKER_USER for s in STAGES}, question=video_thinker_question,
+                          type_suffix=VIDEO_THINKER_TYPES, system={s: VIDEO_THINKER_SYSTEM for s in STAGES},
+                          separator="\n", wrap_think=False)
 
 
 def get_template(spec: str | PromptTemplate) -> PromptTemplate:

@@ -22,13 +22,15 @@ from reelrl.data.curriculum import UniformSource
 from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import VideoRow
 from reelrl.dist.parallel import ParallelDims
+from reelrl.gym.clues import TRACES
 from reelrl.models.vlm import VLM
 from reelrl.train.loop import StageTrainer
 
 
 class SFTTrainer(StageTrainer):
     """Trains on ``<think>reasoning</think><answer>answer</answer>`` targets of the rows (in the prompt
-    template's layout, :meth:`reelrl.data.prompts.PromptEncoder.target`)."""
+    template's layout, :meth:`reelrl.data.prompts.PromptEncoder.target`); the reasoning is the row's trace
+    in the ``sft.trace`` style (:data:`reelrl.gym.clues.TRACES`)."""
 
     title = "SFT"
 
@@ -37,6 +39,8 @@ class SFTTrainer(StageTrainer):
         super().__init__(cfg, vlm, encoder, stage_dir, dims)
         self.sft = cfg.sft
         rows = rows[: self.sft.max_rows] if self.sft.max_rows else rows
+        trace = TRACES.get(self.sft.trace)
+        rows = [r.model_copy(update={"reasoning": trace(r, encoder.prompt.wrap_think)}) for r in rows]
         pairs = [(r, encoder.target(r, self.sft.rows_without_reasoning)) for r in rows]
         self.rows = [(r, t) for r, t in pairs if t is not None]
         if not self.rows:
