@@ -108,24 +108,28 @@ def place_boxes(
     margin: int = 3,
     avoid: list[Box] | None = None,
     max_tries: int = 2000,
+    restarts: int = 50,
 ) -> list[Box]:
     """Place ``n`` non-overlapping ``size`` boxes inside the frame (rejection sampling).
 
     Boxes keep ``margin`` pixels from the frame border, from each other and from
-    every box in ``avoid``. Raises ``ValueError`` if they do not fit.
+    every box in ``avoid``. When ``max_tries`` draws leave a box unplaced (earlier boxes took the room), the
+    placement starts over, up to ``restarts`` times (a placement that succeeds first time draws exactly as
+    before). Raises ``ValueError`` if they do not fit.
     """
-    placed: list[Box] = []
-    blocked = list(avoid or [])
     hi_y, hi_x = height - size - margin, width - size - margin
     if hi_y < margin or hi_x < margin:
         raise ValueError(f"a box of size {size} does not fit a {height}x{width} frame")
-    for _ in range(max_tries):
+    for _ in range(restarts + 1):  # a first box in the middle can leave no room: start over
+        placed: list[Box] = []
+        blocked = list(avoid or [])
+        for _ in range(max_tries):
+            if len(placed) == n:
+                break
+            box = (int(rng.integers(margin, hi_y + 1)), int(rng.integers(margin, hi_x + 1)), size)
+            if not any(boxes_overlap(box, b, margin) for b in blocked):
+                placed.append(box)
+                blocked.append(box)
         if len(placed) == n:
-            break
-        box = (int(rng.integers(margin, hi_y + 1)), int(rng.integers(margin, hi_x + 1)), size)
-        if not any(boxes_overlap(box, b, margin) for b in blocked):
-            placed.append(box)
-            blocked.append(box)
-    if len(placed) != n:
-        raise ValueError(f"could not place {n} boxes of size {size} in a {height}x{width} frame")
-    return placed
+            return placed
+    raise ValueError(f"could not place {n} boxes of size {size} in a {height}x{width} frame")
