@@ -181,6 +181,13 @@ class SFTConfig(_Strict):
         "template that does not wrap the trace (video_thinker), inline inside the one <think> otherwise.",
     )
 
+    demonstrations: bool = Field(
+        False,
+        description="Train on whole gold episodes of the multi-turn environment (rl.env's demonstration(): "
+        "every model turn's trace and answer with the observations between them; loss on the model turns "
+        "only), e.g. two_stage_grounding's span, frame and box. Needs rl.env.",
+    )
+
     @field_validator("trace")
     @classmethod
     def _known_trace(cls, v: str) -> str:

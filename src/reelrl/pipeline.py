@@ -34,6 +34,7 @@ from reelrl.data.templates import get_template
 from reelrl.dist.fsdp import shard_model
 from reelrl.dist.parallel import ParallelDims, init_parallel
 from reelrl.eval.grounding_agents import estimate_difficulty, reflect_boundaries
+from reelrl.eval.episodes import evaluate_episodes
 from reelrl.eval.levels import level_chance, level_rows, level_specs, prepare_levels, print_levels, summarize_levels
 from reelrl.eval.runner import evaluate, print_eval
 from reelrl.models.load import apply_lora, freeze_vision_tower, load_model_and_processor
@@ -42,6 +43,7 @@ from reelrl.models.vlm import VLM
 from reelrl.monitor.metrics import MetricsLogger
 from reelrl.rewards import RewardSpec
 from reelrl.rollout.engine import build_engine
+from reelrl.rollout.episodes import EpisodeRunner
 from reelrl.seeding import seed_everything
 from reelrl.train.catalog import check_recipe
 from reelrl.train.dpo import DPOTrainer
@@ -295,10 +297,16 @@ class Pipeline:
         specs = [RewardSpec(r.name, r.weight, r.kwargs) for r in self.cfg.rl.rewards]
         encoder = self.encoder(processor, out_dir, "eval", rows)
         try:
-            res = evaluate(vlm, processor.tokenizer, encoder, rows, sampling, specs, out_dir,
-                           self.cfg.logging.progress, title=f"eval ({label})", batch_size=self.cfg.eval.batch_size,
-                           dims=self.dims, engine=build_engine(self.cfg.rollout.engine, vlm, self.cfg.rl.share_prefix,
-                                                               **self.cfg.rollout.engine_kwargs))
+            if self.cfg.rl.env is not None:  # the multi-turn task the recipe trains (reelrl.eval.episodes)
+                runner = EpisodeRunner(self.cfg.rl.env, vlm, encoder, sampling, self.cfg.rl.share_prefix)
+                res = evaluate_episodes(runner, encoder, rows, specs, out_dir, self.cfg.logging.progress,
+                                        title=f"eval ({label})", batch_size=self.cfg.eval.batch_size, dims=self.dims)
+            else:
+                res = evaluate(vlm, processor.tokenizer, encoder, rows, sampling, specs, out_dir,
+                               self.cfg.logging.progress, title=f"eval ({label})", batch_size=self.cfg.eval.batch_size,
+                               dims=self.dims, engine=build_engine(self.cfg.rollout.engine, vlm,
+                                                                   self.cfg.rl.share_prefix,
+                                                                   **self.cfg.rollout.engine_kwargs))
         finally:
             encoder.close()
         if self.dims.is_main:

@@ -32,6 +32,7 @@ import torch
 from reelrl.data.schema import VideoRow
 from reelrl.data.templates import PromptTemplate, Stage, get_template
 from reelrl.models.processing import encode_prompt, encode_sft_example
+from reelrl.models.turns import TurnEncoder, extend_sft_example
 from reelrl.models.vlm import VISION_KEYS, EncodedPrompt
 from reelrl.video.decode import SampledVideo, VideoError, load_video
 from reelrl.video.sample import VideoSampling
@@ -221,3 +222,8 @@ class PromptEncoder:
             self.processor, self.user_text(row), video.frames, video.fps, target, system=self.system
         )
 
+    def encode_sft_episode(self, row: VideoRow, targets: list[str], observations: list) -> dict:
+        """A whole gold episode as one SFT example: ``targets[0]`` after the row's prompt, then each
+        observation's user turn and the next target (:func:`reelrl.models.turns.extend_sft_example`)."""
+        first = self.encode_sft(row, targets[0])
+        return extend_sft_example(first, TurnEncoder(self.processor, self.system), observations, targets[1:])

@@ -29,7 +29,7 @@ import numpy as np
 
 from reelrl.registry import Registry
 
-__all__ = ["ENVS", "Environment", "EnvFactory", "Observation", "Turn"]
+__all__ = ["ENVS", "Demonstration", "Environment", "EnvFactory", "Observation", "Turn"]
 
 
 @dataclass
@@ -49,8 +49,20 @@ class Turn:
     info: dict[str, Any] = field(default_factory=dict)  # logged with the episode (what was shown, why it ended)
 
 
+@dataclass
+class Demonstration:
+    """A gold episode, for SFT on whole episodes (``sft.demonstrations``)."""
+
+    answers: list[tuple[str | None, str]]  # per model turn: (reasoning or None, answer), wrapped by the template
+    observations: list[Observation]  # the user turn after each model turn but the last
+
+
 class Environment(Protocol):
-    """One trajectory's environment (module docstring)."""
+    """One trajectory's environment (module docstring).
+
+    An environment that can also show a gold episode has ``demonstration() -> Demonstration``
+    (optional; ``sft.demonstrations`` needs it).
+    """
 
     max_turns: int  # model turns at most (the rollout stops after this many even if observations continue)
 

@@ -5,7 +5,8 @@
 environment takes the sampled frame nearest the span's midpoint and shows it
 in a second turn ("This is the frame at 2.5 s. Give the bounding box of the
 green disc in this frame as [x1, y1, x2, y2] in pixels."); the model answers a
-box. Each turn's reward comes from the recipe's registered rewards over the
+box in Scene-R1's output form ``{"bbox_2d": [x1, y1, x2, y2], "label": ...}``
+(read by :func:`reelrl.data.boxes.parse_box`). Each turn's reward comes from the recipe's registered rewards over the
 columns the environment gives that turn: the row's own for the first
 (``temporal_grounding``, scored by tIoU under ``accuracy``), and for the second
 ``problem_type: box`` with the object's box in the frame shown (scored by
@@ -36,13 +37,13 @@ from reelrl.data.boxes import Box2D, box_text
 from reelrl.data.answers import extract_tag
 from reelrl.data.schema import DataError, VideoRow
 from reelrl.data.spans import parse_span
-from reelrl.envs.base import ENVS, Observation, Turn
+from reelrl.envs.base import ENVS, Demonstration, Observation, Turn
 from reelrl.video.decode import SampledVideo
 
 __all__ = ["TwoStageGrounding", "object_name", "track_box"]
 
-SECOND_TURN = ("This is the frame at {time:g} s. Give the bounding box of the {object} in this frame as "
-               "[x1, y1, x2, y2] in pixels.")
+SECOND_TURN = ('This is the frame at {time:g} s. Where is the {object} in it? Answer '
+               '{{"bbox_2d": [x1, y1, x2, y2], "label": "{object}"}} in pixels.')
 NO_BOX = "[0, 0, 0, 0]"
 """The gold of a frame without the object: a box without area, which every answer's IoU with is 0."""
 
@@ -103,6 +104,28 @@ class TwoStageGrounding:
         i = int(np.abs(times - (span[0] + span[1]) / 2.0).argmin())
         return i, float(times[i])
 
+    def second_turn(self, span: tuple[float, float]) -> Observation:
+        """The frame nearest the span's midpoint and the question about it."""
+        i, t = self.frame_at(span)
+        self.shown = t
+        frame = np.ascontiguousarray(self.video.frames[i])  # [H, W, 3]
+        return Observation(self.prompt.format(time=round(t, 2), object=self.object), [frame])
+
+    def demonstration(self) -> Demonstration:
+        """The gold episode: the row's trace and span, the frame at the gold span's midpoint, its gold box."""
+        span = self.row.time_span
+        if span is None:
+            raise DataError(f"row {self.row.id}: a demonstration needs the row's time_span")
+        obs = self.second_turn(span)
+        h, w = self.video.frames.shape[1:3]
+        info = self.video.info
+        box = track_box(self.row, float(self.shown), (h, w), (info.height, info.width))
+        if box is None:
+            raise DataError(f"row {self.row.id}: the object is not visible at {self.shown:g} s, the middle of its span")
+        answer = '{"bbox_2d": ' + box_text(box) + f', "label": "{self.object}"}}'
+        reasoning = f"The {self.object} spans x {box[0]:g} to {box[2]:g}, y {box[1]:g} to {box[3]:g}."
+        return Demonstration([(self.row.reasoning, self.row.answer), (reasoning, answer)], [obs])
+
     def step(self, text: str) -> Turn:
         self.turn += 1
         if self.turn == 1:
@@ -110,11 +133,8 @@ class TwoStageGrounding:
             span = parse_span(answer) if answer is not None else None
             if span is None or not span[1] > span[0]:
                 return Turn({}, None, {"ended": "no span in the first answer"})
-            i, t = self.frame_at(span)
-            self.shown = t
-            frame = self.video.frames[i]  # [H, W, 3]
-            obs = Observation(self.prompt.format(time=round(t, 2), object=self.object), [np.ascontiguousarray(frame)])
-            return Turn({}, obs, {"frame": i, "time": t})
+            obs = self.second_turn(span)
+            return Turn({}, obs, {"time": self.shown})
         h, w = self.video.frames.shape[1:3]
         info = self.video.info
         box = track_box(self.row, float(self.shown), (h, w), (info.height, info.width))

@@ -14,6 +14,7 @@ from reelrl.data.answers import extract_choice, extract_tag, final_claim, normal
 from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import VideoRow
 from reelrl.dist.parallel import ParallelDims
+from reelrl.eval.pairs import add_paired
 from reelrl.models.vlm import VLM
 from reelrl.monitor.progress import progress_bar
 from reelrl.rewards import RewardSpec, compute_rewards
@@ -116,7 +117,8 @@ def score_samples(
     ``<answer>`` tag), ``accuracy_benchmark`` (:func:`benchmark_accuracy`),
     ``format``, ``mean_reward`` (the recipe's weighted rewards),
     ``mean_length``, the rates of :func:`reasoning_checks`, and ``per_task``
-    with each task's ``n``, ``accuracy``, ``accuracy_benchmark`` and rates.
+    with each task's ``n``, ``accuracy``, ``accuracy_benchmark`` and rates (and ``paired``,
+    :func:`reelrl.eval.pairs.paired_consistency`, for families of counterexample pairs).
     """
     texts = [t for _, t, _ in samples]
     cols = {k: [r.model_dump()[k] for r, _, _ in samples] for k in samples[0][0].model_dump()}
@@ -147,6 +149,7 @@ def score_samples(
                      for k, v in sorted(by_task.items())},
         **({"grounding": grounding_metrics(ious)} if ious else {}),
     }
+    add_paired(result, [row for row, _, _ in samples], acc.tolist())  # per_task[k]["paired"] for grouped families
     records = [{
         "id": row.id, "task": row.task, "answer": row.answer, "completion": text, "length": n,
         "accuracy": float(acc[i]), "accuracy_benchmark": bench[i], "format": float(fmt[i]),
@@ -250,8 +253,18 @@ def print_eval(result: dict, title: str = "evaluation", chance: dict[str, float]
     Console().print(table)
     Console().print(f"format {result['format']:.3f}  mean reward {result['mean_reward']:.3f}  "
                     f"mean length {result['mean_length']:.1f}  skipped {result['skipped']}")
+    for name, v in result.get("turns", {}).items():  # multi-turn episodes (reelrl.eval.episodes)
+        Console().print(f"{name}: accuracy {v['accuracy']:.3f} over the {v['n']} rows that reached it, "
+                        f"{v['accuracy_all']:.3f} over all rows")
+    if "grounding" in result and "turns" in result:
+        g = result["grounding"]
+        Console().print(f"first turn: mIoU {g['mIoU']:.3f}  " + "  ".join(
+            f"R@{m:g} {g[f'R@{m:g}']:.3f}" for m in IOU_THRESHOLDS))
     for task, v in result["per_task"].items():
         if "grounding" in v:
             g = v["grounding"]
             Console().print(f"{task}: mIoU {g['mIoU']:.3f}  " + "  ".join(
                 f"R@{m:g} {g[f'R@{m:g}']:.3f}" for m in IOU_THRESHOLDS) + "  (accuracy above is the mIoU)")
+        if "paired" in v:
+            Console().print(f"{task}: paired consistency {v['paired']['consistency']:.3f} over "
+                            f"{v['paired']['pairs']} pairs (every member of a counterexample pair right)")

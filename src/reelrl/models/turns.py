@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from reelrl.models.processing import ReelProcessor, patchify_frames
+from reelrl.models.processing import IGNORE_INDEX, ReelProcessor, patchify_frames
 
-__all__ = ["TurnEncoder", "TurnTokens"]
+__all__ = ["TurnEncoder", "TurnTokens", "extend_sft_example"]
 
 _PROBE = "\x00reelrl-turn\x00"
 
@@ -94,3 +94,39 @@ class TurnEncoder:
             pixel_values=torch.cat(parts) if parts else None,  # [N, C*tp*p*p]
             image_grid_thw=torch.tensor(grids, dtype=torch.long) if grids else None,  # [k, 3]
         )
+
+
+def extend_sft_example(example: dict[str, Tensor], turns: TurnEncoder, observations: list,
+                       targets: list[str]) -> dict[str, Tensor]:
+    """An SFT example of a whole episode: ``example`` (the first turn, :func:`encode_sft_example`, ending on
+    ``<|im_end|>``) followed by each observation's user turn (no loss) and the next target (loss).
+
+    ``observations[k]`` (:class:`reelrl.envs.base.Observation`) precedes ``targets[k]``; the images'
+    patches and grids are added as ``pixel_values`` / ``image_grid_thw``, which the model's forward reads with
+    the video's to build the 3D RoPE positions of the whole conversation.
+    """
+    proc = turns.processor
+    if len(observations) != len(targets):
+        raise ValueError(f"{len(observations)} observations for {len(targets)} later targets")
+    ids, labels, types = [example["input_ids"]], [example["labels"]], [example["mm_token_type_ids"]]
+    pixels, grids = [], []
+    for obs, target in zip(observations, targets):
+        t = turns.encode(obs.text, obs.images, closed=True)
+        user = torch.tensor([t.ids], dtype=torch.long)  # [1, U]
+        answer = torch.tensor([proc.tokenizer(target + proc.end_of_turn, add_special_tokens=False)["input_ids"]],
+                              dtype=torch.long)  # [1, A]
+        ids += [user, answer]
+        labels += [torch.full_like(user, IGNORE_INDEX), answer]
+        types += [(user == proc.image_token_id).long(), torch.zeros_like(answer)]
+        if t.pixel_values is not None:
+            pixels.append(t.pixel_values)
+            grids.append(t.image_grid_thw)
+    out = dict(example)
+    out["input_ids"] = torch.cat(ids, dim=1)  # [1, L]
+    out["labels"] = torch.cat(labels, dim=1)  # [1, L]
+    out["mm_token_type_ids"] = torch.cat(types, dim=1).to(example["mm_token_type_ids"].dtype)  # [1, L]
+    out["attention_mask"] = torch.ones_like(out["input_ids"])  # [1, L]
+    if pixels:
+        out["pixel_values"] = torch.cat(pixels)  # [N, d]
+        out["image_grid_thw"] = torch.cat(grids)  # [k, 3]
+    return out

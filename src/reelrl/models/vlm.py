@@ -25,6 +25,8 @@ from reelrl.models.processing import IGNORE_INDEX
 
 # Keys of the processor output that describe the video (everything but the text).
 VISION_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
+# Keys of the images of later turns in a whole-episode SFT example (reelrl.models.turns.extend_sft_example).
+IMAGE_KEYS = ("pixel_values", "image_grid_thw")
 # Token tensors of an SFT example and their padding value (None: the tokenizer's pad id).
 PAD_KEYS = {"input_ids": None, "attention_mask": 0, "labels": IGNORE_INDEX, "mm_token_type_ids": 0}
 
@@ -484,6 +486,10 @@ def collate(examples: list[dict[str, Tensor]], pad_id: int) -> dict[str, Tensor]
     for key in VISION_KEYS:
         if key in examples[0]:
             out[key] = torch.cat([e[key] for e in examples], dim=0)
+    for key in IMAGE_KEYS:  # later turns' images (whole-episode SFT examples), in batch order
+        parts = [e[key] for e in examples if key in e]
+        if parts:
+            out[key] = torch.cat(parts, dim=0)
     return out
 
 

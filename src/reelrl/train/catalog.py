@@ -38,7 +38,7 @@ from reelrl.config import ConfigError, RecipeConfig, RLConfig
 from reelrl.data.curriculum import ROW_SOURCES
 from reelrl.envs import ENVS
 from reelrl.registry import Registry
-from reelrl.rewards import resolve_reward
+from reelrl.rewards import REWARDS, resolve_reward
 from reelrl.rollout.engine import ROLLOUT_ENGINES
 from reelrl.train.augments import AUGMENTS
 
@@ -174,7 +174,8 @@ def _check_env(c: _Checks, rl: RLConfig) -> None:
 
 
 def _check_reward(c: _Checks, field: str, name: str, kwargs: dict[str, Any]) -> None:
-    """The reward resolves, and each of its kwargs is a named parameter of the function (not swallowed by **)."""
+    """The reward resolves, each of its kwargs is a named parameter of the function (not swallowed by **), and a
+    reward registered with a ``check`` trait accepts their values (``check(**kwargs)`` raises otherwise)."""
     try:
         fn = resolve_reward(name)
     except Exception as e:  # noqa: BLE001 - unknown name, import error, not callable
@@ -185,6 +186,9 @@ def _check_reward(c: _Checks, field: str, name: str, kwargs: dict[str, Any]) -> 
     for k in kwargs:
         if k not in named[1:]:  # the first parameter is the completions
             c.errors.append(f"{field}.kwargs.{k}: reward {name!r} takes no argument {k!r} (it takes {named[1:]})")
+    check = REWARDS.trait(name, "check") if name in REWARDS else None  # a reward's own check of its kwargs' values
+    if callable(check) and not any(e.startswith(f"{field}.kwargs") for e in c.errors):
+        c.call(f"{field}.kwargs", check, **kwargs)
 
 
 def _check_dpo(c: _Checks, cfg: RecipeConfig) -> None:
@@ -200,6 +204,8 @@ def check_recipe(cfg: RecipeConfig) -> RecipeConfig:
     """Check every named component and its kwargs (module docstring); resolves ``rl.beta``. Raises ConfigError."""
     c = _Checks()
     _check_rl(c, cfg.rl)
+    if cfg.sft.demonstrations and cfg.rl.env is None:
+        c.errors.append("sft.demonstrations: needs rl.env (the environment whose gold episodes SFT trains on)")
     for i, r in enumerate(cfg.rl.rewards):
         _check_reward(c, f"rl.rewards[{i}]", r.name, r.kwargs)
     _check_dpo(c, cfg)

@@ -8,7 +8,7 @@ from torch import Tensor
 from reelrl.config import RecipeConfig
 from reelrl.models.vlm import VLM, EncodedPrompt, token_logprobs
 from reelrl.rollout.hf import SamplingParams, StopStrings
-from reelrl.train.episodes import completion_logits
+from reelrl.rollout.episodes import completion_logits
 from reelrl.train.groups import Group
 
 __all__ = ["ReferencePolicy", "sampling_params"]

@@ -52,7 +52,8 @@ from reelrl.rollout.engine import GenerationRequest
 from reelrl.rollout.hf import make_generators
 from reelrl.seeding import seed_of
 from reelrl.train.catalog import resolved_beta
-from reelrl.train.episodes import EpisodeRunner, completion_logits, score_episodes
+from reelrl.rewards.turns import score_turns
+from reelrl.rollout.episodes import EpisodeRunner, completion_logits
 from reelrl.train.groups import Group, GroupStats, PromptView
 from reelrl.train.hooks import RolloutRequest
 from reelrl.train.loop import StageTrainer
@@ -224,8 +225,9 @@ class RLTrainer(StageTrainer):
     def score(self, groups: list[Group]) -> None:
         """Rewards [G] and per-reward columns of each group (groups may differ in size)."""
         if self.episodes is not None:  # every turn scored (reelrl.train.episodes)
-            scored = score_episodes(self.reward_specs, self.metric_specs, [g.row for g in groups],
-                                    [g.episode for g in groups])
+            scored = score_turns(self.reward_specs, self.metric_specs, [g.row for g in groups],
+                                 [g.episode.turn_texts for g in groups], [g.episode.turn_columns for g in groups],
+                                 self.episodes.max_turns)
             for g, (r, cols) in zip(groups, scored):
                 g.rewards, g.columns = r, cols  # [G], {name: [G]}
             return

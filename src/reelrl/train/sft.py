@@ -22,6 +22,7 @@ from reelrl.data.curriculum import UniformSource
 from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import VideoRow
 from reelrl.dist.parallel import ParallelDims
+from reelrl.envs import ENVS
 from reelrl.gym.clues import TRACES
 from reelrl.models.vlm import VLM
 from reelrl.train.loop import StageTrainer
@@ -37,7 +38,7 @@ class SFTTrainer(StageTrainer):
     def __init__(self, cfg: RecipeConfig, vlm: VLM, tokenizer, encoder: PromptEncoder, rows: list[VideoRow],
                  stage_dir: Path, reference: None = None, dims: ParallelDims | None = None) -> None:
         super().__init__(cfg, vlm, encoder, stage_dir, dims)
-        self.sft = cfg.sft
+        self.sft, self.env = cfg.sft, cfg.rl.env
         rows = rows[: self.sft.max_rows] if self.sft.max_rows else rows
         trace = TRACES.get(self.sft.trace)
         rows = [r.model_copy(update={"reasoning": trace(r, encoder.prompt.wrap_think)}) for r in rows]
@@ -51,11 +52,21 @@ class SFTTrainer(StageTrainer):
         self.setup_optimizer(self.sft.optim, self.total_steps)
         self._cache: dict[str, dict] = {}
 
+    def _episode(self, row: VideoRow) -> dict[str, Tensor]:
+        """The SFT example of ``row``'s gold episode in ``rl.env`` (``sft.demonstrations``)."""
+        env = ENVS.resolve(self.env.name)(row, self.encoder.frames(row), **self.env.kwargs)
+        if not callable(getattr(env, "demonstration", None)):
+            raise ValueError(f"sft.demonstrations: environment {self.env.name!r} has no demonstration()")
+        demo = env.demonstration()
+        targets = [self.encoder.prompt.target(reasoning, answer) for reasoning, answer in demo.answers]
+        return self.encoder.encode_sft_episode(row, targets, demo.observations)
+
     def _example(self, i: int) -> dict[str, Tensor] | None:
         row, target = self.rows[i]
         if row.id not in self._cache:
             try:
-                self._cache[row.id] = self.encoder.encode_sft(row, target)
+                self._cache[row.id] = (self._episode(row) if self.sft.demonstrations
+                                       else self.encoder.encode_sft(row, target))
             except ValueError as e:  # VideoError is a ValueError
                 self.encoder.skipped[row.id] = str(e)
                 return None

@@ -1,0 +1,68 @@
+"""Rewards of multi-turn episodes: every turn scored by the recipe's rewards, a trajectory's reward their sum.
+
+Each model turn is scored by the registered rewards over the row's columns
+overlaid with the columns the environment gave that turn (its gold answer and
+problem type: :mod:`reelrl.envs.base`), so one recipe's ``accuracy`` scores
+a first turn by temporal IoU and a second by box IoU. A trajectory's reward is
+the sum of its turns' weighted totals. Per-reward columns are the mean over
+the turns a trajectory took, and ``turn<k>/<reward>`` holds turn k's value
+(NaN where a trajectory ended before turn k), so logs and evaluations show
+each turn.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from reelrl.data.schema import VideoRow
+from reelrl.rewards.combine import RewardSpec, compute_rewards
+
+__all__ = ["score_turns"]
+
+
+def score_turns(specs: list[RewardSpec], metric_specs: list[RewardSpec], rows: list[VideoRow],
+                turn_texts: list[list[list[str]]], turn_columns: list[list[list[dict[str, Any]]]],
+                max_turns: int = 1) -> list[tuple[Tensor, dict[str, Tensor]]]:
+    """Rewards ``[G]`` and per-reward columns ``{name: [G]}`` of each group (module docstring).
+
+    ``turn_texts[g][i][k]`` / ``turn_columns[g][i][k]``: group g, trajectory i, turn k. ``turn<k>/`` columns
+    exist for every k up to ``max_turns`` (the environment's), so every step logs the same keys.
+    """
+    texts: list[str] = []
+    cols: list[dict[str, Any]] = []
+    owner: list[tuple[int, int, int]] = []  # (group, trajectory, turn) of every scored turn
+    for gi, (row, texts_g, cols_g) in enumerate(zip(rows, turn_texts, turn_columns)):
+        base = row.model_dump()
+        for i, (tt, tc) in enumerate(zip(texts_g, cols_g)):
+            for k, (text, c) in enumerate(zip(tt, tc)):
+                texts.append(text)
+                cols.append({**base, **c})
+                owner.append((gi, i, k))
+    keys = sorted({k for c in cols for k in c})
+    columns = {k: [c.get(k) for c in cols] for k in keys}
+    total, per = compute_rewards(specs, texts, columns)  # [M], {name: [M]}
+    _, extra = compute_rewards(metric_specs, texts, columns)
+    per = {**extra, **per}
+    max_turns = max([max_turns] + [k + 1 for _, _, k in owner])
+    out = []
+    for gi, texts_g in enumerate(turn_texts):
+        g = len(texts_g)
+        rewards = torch.zeros(g)  # [G]
+        sums = {n: torch.zeros(g) for n in per}  # [G] each
+        turns = {f"turn{k + 1}/{n}": torch.full((g,), math.nan) for k in range(max_turns) for n in per}
+        counts = torch.zeros(g)  # [G]
+        for m, (og, i, k) in enumerate(owner):
+            if og != gi:
+                continue
+            rewards[i] += total[m]
+            counts[i] += 1
+            for n, v in per.items():
+                sums[n][i] += torch.nan_to_num(v[m], nan=0.0)
+                turns[f"turn{k + 1}/{n}"][i] = v[m]
+        means = {n: s / counts.clamp_min(1) for n, s in sums.items()}  # [G] each
+        out.append((rewards, {**means, **turns}))
+    return out
