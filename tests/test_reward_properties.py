@@ -252,6 +252,19 @@ _clue_format_gold = st.builds(
     lambda c, t, a: {"best": f"Let me see. <time>1-2</time> <caption>{c}</caption> <think>{t}</think>\n"
                              f"<answer>{a}</answer>\n"}, _tag_free, _tag_free, _tag_free)
 
+@st.composite
+def _judge_gold(draw: st.DrawFn) -> dict[str, Any]:
+    """A reference the rule judge reads: a physics-gym description or a hand paraphrase; not free_form -> None."""
+    from reelrl.gym.physics import DESCRIPTIONS
+
+    refs = sorted(set(DESCRIPTIONS.values())) + ["The ball vanishes and reappears elsewhere.",
+                                                 "It does not bounce; it sinks through the floor.",
+                                                 "Instead of falling, the ball floats upward."]
+    answer = draw(st.sampled_from(refs))
+    ptype = draw(st.sampled_from([None, "free_form", "multiple_choice"]))
+    return {"answer": answer, "problem_type": ptype, "question": "What happens to the ball?", "best": wrap(answer)}
+
+
 # format reads no column; its best completion is any tag-free think and answer in the two blocks
 _format_gold = st.builds(lambda t, a: {"best": f"  <think>{t}</think>\n<answer>{a}</answer>\n"}, _tag_free, _tag_free)
 
@@ -272,6 +285,9 @@ SPECS: dict[str, Spec] = {
     "box_iou": Spec(_box_gold(), ("answer",)),
     "clue": Spec(_clue_gold(), ("id", "task", "meta", "time_span")),
     "clue_format": Spec(_clue_format_gold, (), values=BINARY),
+    # rows that are not free_form are not applicable (None); the rule judge (default) scores the others
+    "judge": Spec(_judge_gold(), ("answer", "problem_type", "question"), allows_none=True,
+                  best_scores_hi=lambda row: row["problem_type"] != "multiple_choice"),
 }
 
 

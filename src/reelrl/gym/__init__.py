@@ -4,6 +4,7 @@
 - :mod:`reelrl.gym.tasks`    :class:`GymSpec`, the :data:`TASKS` registry of task
   families, :func:`chance_accuracy`.
 - :mod:`reelrl.gym.grounding` families whose answer is a time span (temporal_grounding).
+- :mod:`reelrl.gym.physics`  paired physics counterexamples (physics, physics_open; VideoHallu).
 - :mod:`reelrl.gym.environments` visual styles (``GymSpec.environment``): backgrounds, palette
   shades, textures, shape sets.
 - :mod:`reelrl.gym.generate` :func:`generate_gym` / :func:`ensure_gym` write
@@ -11,6 +12,7 @@
 """
 
 from reelrl.gym import grounding as _grounding  # noqa: F401 - registers the grounding families
+from reelrl.gym import physics as _physics  # noqa: F401 - registers the physics counterexample families
 from reelrl.gym.generate import ensure_gym, generate_gym, make_sample
 from reelrl.gym.tasks import TASKS, GymSpec, Sample, chance_accuracy
 

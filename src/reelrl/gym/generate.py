@@ -13,6 +13,18 @@ would give -- so splits never share a stream and every sample can be made
 alone, in any order, by any worker. Families are interleaved round-robin
 (sample ``i`` is family ``families[i % len(families)]``). The same spec gives
 byte-identical JSONL files and videos that decode to identical frames.
+
+Grouped families (registered with ``group_size=k``, e.g. the paired
+counterexamples of :mod:`reelrl.gym.physics`): the family's samples, counted
+in its own order (``j = i // len(families)``), form groups of ``k``
+consecutive ones; every member of a group draws from the group's stream
+``SeedSequence(spec.seed, spawn_key=(s, i0, k))``, ``i0`` the index of its
+first member (three-part keys never equal a sample's two-part key), and the
+family is called with ``member=j % k``. Such samples record that key as
+``meta["spawn_key"]`` and ``meta["group"] = {"id", "member", "size"}`` (the
+id is the row id of the first member); a split whose share of the family is
+not a multiple of ``k`` ends with an incomplete group. Other families are
+unchanged.
 """
 
 from __future__ import annotations
@@ -47,9 +59,21 @@ def sample_rng(spec: GymSpec, split: str, index: int) -> np.random.Generator:
 
 
 def make_sample(spec: GymSpec, split: str, index: int) -> tuple[str, Sample]:
-    """Family name and :class:`Sample` of sample ``index`` of ``split`` (pure, no disk I/O)."""
+    """Family name and :class:`Sample` of sample ``index`` of ``split`` (pure, no disk I/O; grouped families:
+    module docstring)."""
     family = spec.families[index % len(spec.families)]
-    return family, TASKS.get(family)(sample_rng(spec, split, index), spec)
+    k = int(TASKS.trait(family, "group_size", 1))  # type: ignore[arg-type]
+    if k == 1:
+        return family, TASKS.get(family)(sample_rng(spec, split, index), spec)
+    member = (index // len(spec.families)) % k
+    first = index - member * len(spec.families)
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    key = (SPLITS.index(split), first, k)
+    rng = np.random.default_rng(np.random.SeedSequence(spec.seed, spawn_key=key))
+    sample = TASKS.get(family)(rng, spec, member=member)
+    sample.meta.update(spawn_key=list(key), group={"id": f"{split}-{family}-{first:06d}", "member": member, "size": k})
+    return family, sample
 
 
 def sample_row(spec: GymSpec, split: str, index: int, family: str, sample: Sample, video: str) -> VideoRow:

@@ -201,8 +201,11 @@ TASKS: Registry[TaskFn] = Registry("gym task")
 """Task families by name: ``TASKS.get("count")(rng, spec) -> Sample``."""
 
 
-def register_family(name: str) -> Callable[[TaskFn], TaskFn]:
+def register_family(name: str, **traits: object) -> Callable[[TaskFn], TaskFn]:
     """Register a task family under ``name`` in :data:`TASKS`, adding ``frames_per_step`` and ``environment``.
+
+    ``traits`` are stored with it (``TASKS.trait``); ``group_size=k`` makes a family of groups of ``k``
+    samples drawn from one shared stream and called with ``member=`` (see :func:`reelrl.gym.generate.make_sample`).
 
     The family renders ``frames // frames_per_step`` steps at ``fps / frames_per_step``
     (so times in its trace stay in true seconds); each step is then repeated
@@ -212,20 +215,20 @@ def register_family(name: str) -> Callable[[TaskFn], TaskFn]:
 
     def deco(fn: TaskFn) -> TaskFn:
         @functools.wraps(fn)
-        def stepped(rng: np.random.Generator, spec: GymSpec) -> Sample:
+        def stepped(rng: np.random.Generator, spec: GymSpec, **kwargs: Any) -> Sample:
             m = spec.frames_per_step
             with drawing(spec.environment):
                 if m == 1:
-                    return apply_environment(fn(rng, spec), spec.environment, rng)
+                    return apply_environment(fn(rng, spec, **kwargs), spec.environment, rng)
                 inner = spec.model_copy(update={"frames": spec.frames // m, "fps": spec.fps / m,
                                                 "frames_per_step": 1})
-                s = fn(rng, inner)
+                s = fn(rng, inner, **kwargs)
             s.frames = np.repeat(s.frames, m, axis=0)  # [T, H, W, 3] from [T/m, H, W, 3]
             s.fps = spec.fps
             s.meta["frames_per_step"] = m
             return apply_environment(s, spec.environment, rng)
 
-        TASKS.register(name)(stepped)
+        TASKS.register(name, **traits)(stepped)
         return stepped
 
     return deco

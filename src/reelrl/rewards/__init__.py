@@ -17,6 +17,7 @@ from reelrl.data.answers import (
 from reelrl.rewards.combine import RewardSpec, compute_rewards, resolve_reward
 from reelrl.rewards.functions import REWARDS, RewardFn, score_answer
 from reelrl.rewards import clues as _clues  # noqa: F401 - registers clue, clue_format
+from reelrl.rewards import judge as _judge  # noqa: F401 - registers judge (rule / local-model judges)
 
 __all__ = [
     "REWARDS",
