@@ -17,7 +17,6 @@ One record per row (every turn's text, columns and accuracy) goes to
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import torch
 from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import VideoRow
 from reelrl.dist.parallel import ParallelDims
-from reelrl.eval.runner import grounding_metrics
+from reelrl.eval.runner import grounding_metrics, write_results
 from reelrl.monitor.progress import progress_bar
 from reelrl.rewards import RewardSpec
 from reelrl.rewards.turns import score_turns
@@ -69,12 +68,7 @@ def evaluate_episodes(runner: EpisodeRunner, encoder: PromptEncoder, rows: list[
                          [[c] for _, _, _, c, _ in done], runner.max_turns)
     result, records = _summary(picked, done, scored, skipped=len(rows) - len(done))
     if out_dir is not None and dims.is_main:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "eval.json").write_text(json.dumps(result, indent=2))
-        with (out_dir / "eval_samples.jsonl").open("w") as f:
-            for rec in records:
-                f.write(json.dumps(rec) + "\n")
+        write_results(Path(out_dir), result, records)
     return result
 
 

@@ -54,13 +54,17 @@ def evaluate(
         raise RuntimeError(f"{title}: no readable rows ({int(dims.sum(len(encoder.skipped)))} skipped)")
     result, records = score_samples(samples, reward_specs, skipped=len(rows) - len(samples))
     if out_dir is not None and dims.is_main:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "eval.json").write_text(json.dumps(result, indent=2))
-        with (out_dir / "eval_samples.jsonl").open("w") as f:
-            for rec in records:
-                f.write(json.dumps(rec) + "\n")
+        write_results(Path(out_dir), result, records)
     return result
+
+
+def write_results(out_dir: Path, result: dict, records: list[dict]) -> None:
+    """``out_dir/eval.json`` (the summary) and ``out_dir/eval_samples.jsonl`` (one record per sample)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "eval.json").write_text(json.dumps(result, indent=2))
+    with (out_dir / "eval_samples.jsonl").open("w") as f:
+        for rec in records:
+            f.write(json.dumps(rec) + "\n")
 
 
 @torch.no_grad()
