@@ -256,8 +256,13 @@ JUDGES.register("model", needs_path=True)(lambda cfg: model_judge(str(cfg.path),
 
 
 def check_judge_kwargs(**kwargs: Any) -> None:
-    """Recipe-load check of the ``judge`` reward's kwargs (raises with the problem)."""
-    JudgeConfig(**kwargs)
+    """Recipe-load check of the ``judge`` reward's kwargs (raises ``ValueError`` with each problem)."""
+    from pydantic import ValidationError
+
+    try:
+        JudgeConfig(**kwargs)
+    except ValidationError as e:
+        raise ValueError("; ".join(f"{'.'.join(map(str, x['loc'])) or 'judge'}: {x['msg']}" for x in e.errors())) from None
 
 
 @REWARDS.register("judge", check=check_judge_kwargs)
