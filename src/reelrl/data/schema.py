@@ -14,8 +14,10 @@ answer        gold answer: a letter ("B") for ``multiple_choice``, a comma
               separated set of letters ("A,C") for ``multi_choice``, a number
               as text for ``numerical`` / ``regression``, "s-e" seconds for
               ``temporal_grounding`` (a grounding row needs a span here or in
-              ``time_span``), ``"[x1, y1, x2, y2]"`` pixels for ``box``, free
-              text otherwise.
+              ``time_span``), ``"[x1, y1, x2, y2]"`` pixels for ``box``,
+              ``"Target ID: k, Time range: s to e"`` for
+              ``spatio_temporal_grounding`` (STVG-R1's object-ID answer,
+              :mod:`reelrl.data.target_ids`), free text otherwise.
 problem_type  one of :data:`PROBLEM_TYPES`; selects the accuracy reward.
 task          task family name, used for per-family metrics ("count", ...).
 reasoning     optional reasoning trace (text that goes inside <think>) for SFT.
@@ -44,6 +46,7 @@ from pydantic import (
 
 from reelrl.data.boxes import parse_box
 from reelrl.data.spans import parse_span
+from reelrl.data.target_ids import parse_target
 
 ProblemType = Literal[
     "multiple_choice",
@@ -54,6 +57,7 @@ ProblemType = Literal[
     "free_form",
     "temporal_grounding",
     "box",
+    "spatio_temporal_grounding",
 ]
 PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
 
@@ -119,6 +123,14 @@ class VideoRow(BaseModel):
             if box is None or box[2] <= box[0] or box[3] <= box[1]:
                 raise ValueError(f"field answer: a box row needs '[x1, y1, x2, y2]' with x2 > x1 and y2 > y1, "
                                  f"got {self.answer!r}")
+        elif self.problem_type == "spatio_temporal_grounding":
+            target = parse_target(self.answer)
+            problem = span_problem(target[1]) if target is not None else None
+            if target is None or problem or target[1][1] <= target[1][0]:
+                raise ValueError(
+                    f"field answer: a spatio_temporal_grounding row needs 'Target ID: k, Time range: s to e' "
+                    f"with 0 <= s < e, got {self.answer!r}" + (f" ({problem})" if problem else "")
+                )
         elif self.problem_type == "temporal_grounding":
             span = parse_span(self.answer)
             problem = span_problem(span) if span is not None else None

@@ -18,6 +18,7 @@ from reelrl.eval.pairs import add_paired
 from reelrl.models.vlm import VLM
 from reelrl.monitor.progress import progress_bar
 from reelrl.rewards import RewardSpec, compute_rewards
+from reelrl.rewards.stvg import id_grounding_metrics
 from reelrl.rollout.engine import GenerationRequest, KVCacheEngine, RolloutEngine
 from reelrl.rollout.hf import SamplingParams
 from reelrl.video.transforms import FrameTransform
@@ -122,7 +123,9 @@ def score_samples(
     ``format``, ``mean_reward`` (the recipe's weighted rewards),
     ``mean_length``, the rates of :func:`reasoning_checks`, and ``per_task``
     with each task's ``n``, ``accuracy``, ``accuracy_benchmark`` and rates (and ``paired``,
-    :func:`reelrl.eval.pairs.paired_consistency`, for families of counterexample pairs).
+    :func:`reelrl.eval.pairs.paired_consistency`, for families of counterexample pairs; ``grounding``
+    for grounding tasks: mIoU and R@m, and for object-ID grounding also ``id_accuracy``, ``m_vIoU`` and
+    ``vIoU@m``, :func:`reelrl.rewards.stvg.id_grounding_metrics`).
     """
     texts = [t for _, t, _ in samples]
     cols = {k: [r.model_dump()[k] for r, _, _ in samples] for k in samples[0][0].model_dump()}
@@ -136,6 +139,8 @@ def score_samples(
         by_task[row.task].append((a, b, c))
     grounding = {k: grounding_metrics([a for a, _, _ in v]) for k, v in by_task.items()
                  if _is_grounding(samples, k)}
+    for k, (tious, id_metrics) in id_grounding_metrics([r for r, _, _ in samples], texts).items():
+        grounding[k] = {**grounding_metrics(tious), **id_metrics}  # object-ID grounding: accuracy is the vIoU
     ious = [a for (row, _, _), a in zip(samples, acc.tolist()) if row.problem_type == "temporal_grounding"]
     result = {
         "n": len(samples),
@@ -267,8 +272,10 @@ def print_eval(result: dict, title: str = "evaluation", chance: dict[str, float]
     for task, v in result["per_task"].items():
         if "grounding" in v:
             g = v["grounding"]
+            ids = (f"  ID accuracy {g['id_accuracy']:.3f}  m_vIoU {g['m_vIoU']:.3f}  (accuracy above is the m_vIoU)"
+                   if "id_accuracy" in g else "  (accuracy above is the mIoU)")
             Console().print(f"{task}: mIoU {g['mIoU']:.3f}  " + "  ".join(
-                f"R@{m:g} {g[f'R@{m:g}']:.3f}" for m in IOU_THRESHOLDS) + "  (accuracy above is the mIoU)")
+                f"R@{m:g} {g[f'R@{m:g}']:.3f}" for m in IOU_THRESHOLDS) + ids)
         if "paired" in v:
             Console().print(f"{task}: paired consistency {v['paired']['consistency']:.3f} over "
                             f"{v['paired']['pairs']} pairs (every member of a counterexample pair right)")

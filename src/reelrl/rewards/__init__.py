@@ -18,6 +18,7 @@ from reelrl.rewards.combine import RewardSpec, compute_rewards, resolve_reward
 from reelrl.rewards.functions import REWARDS, RewardFn, score_answer
 from reelrl.rewards import clues as _clues  # noqa: F401 - registers clue, clue_format
 from reelrl.rewards import judge as _judge  # noqa: F401 - registers judge (rule / local-model judges)
+from reelrl.rewards import stvg as _stvg  # noqa: F401 - registers stvg (STVG-R1: tIoU + ID + format)
 
 __all__ = [
     "REWARDS",

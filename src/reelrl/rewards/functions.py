@@ -66,6 +66,10 @@ Per type (``problem_type`` -> reward):
   x2, y2]`` box of the answer with the gold box (:mod:`reelrl.data.boxes`:
   Qwen2.5-VL's absolute pixel boxes); a box without area scores 0. Scene-R1
   rewards its second stage with this IoU.
+* ``spatio_temporal_grounding`` (accuracy only; the ``stvg`` reward of
+  :mod:`reelrl.rewards.stvg` trains it): the answer's time range's tIoU when
+  its ``Target ID`` is the gold one, else 0 -- HC-STVG's vIoU when the ID
+  names the target's track (:mod:`reelrl.rewards.stvg`).
 * ``mra`` (evaluation of regression): VSI-Bench's inclusive thresholds, see
   :func:`mra_score`.
 * ``multi_choice_soft``: TW-GRPO's ``accuracy_reward`` first tries
@@ -100,6 +104,7 @@ from reelrl.data.answers import (
 )
 from reelrl.data.boxes import box_iou, parse_box
 from reelrl.data.schema import LETTERS
+from reelrl.data.target_ids import parse_target
 from reelrl.registry import Registry
 
 RewardFn = Callable[..., list[float | None]]
@@ -329,6 +334,15 @@ def _box(pred: str, gold: str, row: int) -> float:
     return 0.0 if p is None else box_iou(p, g)
 
 
+def _id_viou(pred: str, gold: str, row: int) -> float:
+    """tIoU of the time range when the target ID is right, else 0 (``spatio_temporal_grounding``)."""
+    g = parse_target(gold)
+    if g is None:
+        raise ValueError(f"row {row}: gold answer {gold!r} is not 'Target ID: k, Time range: s to e'")
+    p = parse_target(pred)
+    return 0.0 if p is None or p[0] != g[0] else tiou(p[1], g[1])
+
+
 def _tiou(pred: str, gold: str, time_span: Any, row: int) -> float:
     span = parse_span(pred)
     return 0.0 if span is None else tiou(span, _gold_span(gold, time_span, row))
@@ -354,9 +368,11 @@ def score_answer(
         return _tiou(pred, gold, time_span, row)
     if problem_type == "box":
         return _box(pred, gold, row)
+    if problem_type == "spatio_temporal_grounding":
+        return _id_viou(pred, gold, row)
     raise ValueError(
         f"row {row}: unknown problem_type {problem_type!r}; valid: multiple_choice, multi_choice, "
-        "numerical, regression, ocr, free_form, temporal_grounding, box"
+        "numerical, regression, ocr, free_form, temporal_grounding, box, spatio_temporal_grounding"
     )
 
 
