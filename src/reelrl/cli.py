@@ -1,5 +1,5 @@
 """The ``reelrl`` command line: train | sft | eval | gym | tiny | import-video-r1 | import-charades-sta |
-import-seed-bench-r1.
+import-seed-bench-r1 | import-hc-stvg | draw-ids.
 
 Recipes are YAML files; any field can be overridden as ``key.sub=value``::
 
@@ -299,6 +299,41 @@ def import_charades_sta(
     except DataError as e:
         _fail(str(e))
     console.print_json(json.dumps(counts))
+
+
+@app.command("import-hc-stvg")
+def import_hc_stvg(
+    src: Path = typer.Argument(..., help="HC-STVG annotations: train.json / test.json (v1), train_v2.json / val_v2.json"),
+    video_root: Path = typer.Argument(..., help="folder of the HC-STVG videos (<name> or <folder>/<name>)"),
+    out: Path = typer.Argument(..., help="JSONL to write; the ID-prompted videos go to its folder's videos/"),
+    tracks: Optional[Path] = typer.Option(None, help="other people's tracks: {video name: [{st_frame, bbox}, ...]}"),
+    seed: int = typer.Option(0, help="seed of the ID order (the target's ID is uniform over 1..N)"),
+    scale: Optional[int] = typer.Option(None, help="digit scale of the labels (default: STVG-R1's size rule)"),
+) -> None:
+    """Convert HC-STVG annotations to object-ID grounding rows, drawing ID prompts onto the videos (STVG-R1)."""
+    from reelrl.data.hc_stvg import convert_hc_stvg
+
+    with _user_errors(out):
+        counts = convert_hc_stvg(src, video_root, out, tracks, seed, scale)
+    console.print_json(json.dumps(counts))
+
+
+@app.command("draw-ids")
+def draw_ids(
+    src: Path = typer.Argument(..., help="video to draw on"),
+    tracks: Path = typer.Argument(..., help='JSON list of {"id", "start_frame" (0-based), "boxes": [[x1, y1, x2, y2], ...]}'),
+    out: Path = typer.Argument(..., help="video to write (H.264)"),
+    scale: Optional[int] = typer.Option(None, help="digit scale of the labels (default: STVG-R1's size rule)"),
+) -> None:
+    """Draw each track's ID number at its box on every frame (STVG-R1's visual prompt) and re-encode the video."""
+    from reelrl.video.id_prompts import TrackError, draw_ids as draw, load_tracks
+
+    with _user_errors(out):
+        try:
+            done = draw(src, out, load_tracks(tracks), scale=scale)
+        except TrackError as e:
+            _fail(str(e))
+    console.print_json(json.dumps(done))
 
 
 @app.command("import-seed-bench-r1")

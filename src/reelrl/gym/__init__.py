@@ -4,6 +4,7 @@
 - :mod:`reelrl.gym.tasks`    :class:`GymSpec`, the :data:`TASKS` registry of task
   families, :func:`chance_accuracy`.
 - :mod:`reelrl.gym.grounding` families whose answer is a time span (temporal_grounding).
+- :mod:`reelrl.gym.id_grounding` objects carrying rendered IDs; which one does X, and when (STVG-R1).
 - :mod:`reelrl.gym.physics`  paired physics counterexamples (physics, physics_open; VideoHallu).
 - :mod:`reelrl.gym.environments` visual styles (``GymSpec.environment``): backgrounds, palette
   shades, textures, shape sets.
@@ -12,6 +13,7 @@
 """
 
 from reelrl.gym import grounding as _grounding  # noqa: F401 - registers the grounding families
+from reelrl.gym import id_grounding as _id_grounding  # noqa: F401 - registers id_grounding (object IDs)
 from reelrl.gym import physics as _physics  # noqa: F401 - registers the physics counterexample families
 from reelrl.gym.generate import ensure_gym, generate_gym, make_sample
 from reelrl.gym.tasks import TASKS, GymSpec, Sample, chance_accuracy
