@@ -183,6 +183,18 @@ def _box_gold(draw: st.DrawFn) -> dict[str, Any]:
     return {"answer": answer, "best": wrap(f"[{x1}, {y1}, {x2}, {y2}]")}
 
 
+@st.composite
+def _stvg_gold(draw: st.DrawFn) -> dict[str, Any]:
+    """STVG-R1 answers "Target ID: k, Time range: s to e" (0 <= s < e), in the label orders and forms it reads."""
+    k = draw(st.integers(min_value=0, max_value=10**6))
+    a, b = sorted(draw(st.lists(st.integers(min_value=0, max_value=100_000), min_size=2, max_size=2, unique=True)))
+    s, e = f"{a / 100:g}", f"{b / 100:g}"
+    how = draw(st.sampled_from(["stvg_r1", "time_first", "brackets"]))
+    answer = {"stvg_r1": f"Target ID: {k}, Time range: {s} to {e}", "time_first": f"Time range: {s} and {e}. Target ID: {k}.",
+              "brackets": f"target id: [{k}] time range: [{s} - {e}]"}[how]
+    return {"answer": answer, "best": wrap(f"Target ID: {k}, Time range: {s} to {e}")}
+
+
 GOLD_BY_TYPE: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "multiple_choice": _choice_gold(),
     "multi_choice": _choice_gold(multi=True),
@@ -192,6 +204,7 @@ GOLD_BY_TYPE: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "free_form": _text_gold(),
     "temporal_grounding": _span_gold(),
     "box": _box_gold(),
+    "spatio_temporal_grounding": _stvg_gold(),
 }
 
 
@@ -283,6 +296,7 @@ SPECS: dict[str, Spec] = {
     "rouge": Spec(_text_gold(), ("answer",), best_scores_hi=_rouge_has_two_tokens),
     "tiou": Spec(_span_gold(), ("answer", "time_span")),
     "box_iou": Spec(_box_gold(), ("answer",)),
+    "stvg": Spec(_stvg_gold(), ("answer",), hi=3.0),  # tIoU + 1[ID] + format, STVG-R1's unit weights
     "clue": Spec(_clue_gold(), ("id", "task", "meta", "time_span")),
     "clue_format": Spec(_clue_format_gold, (), values=BINARY),
     # rows that are not free_form are not applicable (None); the rule judge (default) scores the others

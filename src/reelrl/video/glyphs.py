@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["DIGITS", "LABEL_BG", "LABEL_FG", "default_scale", "draw_label", "glyph_mask", "label_size",
+__all__ = ["DIGITS", "LABEL_BG", "LABEL_FG", "default_scale", "draw_label", "glyph_mask", "label_box", "label_size",
            "read_label"]
 
 DIGITS: dict[str, tuple[str, ...]] = {
@@ -78,19 +78,25 @@ def glyph_mask(text: str, scale: int = 2) -> np.ndarray:
     return np.kron(grid, np.ones((scale, scale), dtype=bool)).astype(bool)  # [5s, (4k - 1)s]
 
 
+def label_box(text: str, cy: float, cx: float, height: int, width: int, scale: int = 2, pad: int = 1
+              ) -> tuple[int, int, int, int]:
+    """Box ``(y, x, h, w)`` of the label of ``text`` centred at ``(cy, cx)``, shifted inside a ``height`` x ``width``
+    frame (not clipped); a frame smaller than the label is an error."""
+    h, w = label_size(text, scale, pad)
+    if h > height or w > width:
+        raise ValueError(f"a {h}x{w} label for {text!r} does not fit a {height}x{width} frame")
+    y = int(min(max(round(cy - h / 2), 0), height - h))
+    x = int(min(max(round(cx - w / 2), 0), width - w))
+    return y, x, h, w
+
+
 def draw_label(frame: np.ndarray, text: str, cy: float, cx: float, scale: int = 2, pad: int = 1
                ) -> tuple[int, int, int, int]:
     """Draw the label of ``text`` centred at ``(cy, cx)`` onto ``frame`` ``[H, W, 3]`` in place.
 
-    The label is shifted (not clipped) to lie inside the frame; a frame smaller than the label is an error.
-    Returns the label's box ``(y, x, height, width)``.
+    Placed by :func:`label_box`; returns that box ``(y, x, height, width)``.
     """
-    h, w = label_size(text, scale, pad)
-    H, W = frame.shape[:2]
-    if h > H or w > W:
-        raise ValueError(f"a {h}x{w} label for {text!r} does not fit a {H}x{W} frame")
-    y = int(min(max(round(cy - h / 2), 0), H - h))
-    x = int(min(max(round(cx - w / 2), 0), W - w))
+    y, x, h, w = label_box(text, cy, cx, frame.shape[0], frame.shape[1], scale, pad)
     region = frame[y : y + h, x : x + w]  # [h, w, 3] view
     region[...] = LABEL_BG
     region[pad : h - pad, pad : w - pad][glyph_mask(text, scale)] = LABEL_FG  # [n_ink, 3]
@@ -103,14 +109,21 @@ def read_label(frame: np.ndarray, box: tuple[int, int, int, int], n_digits: int,
 
     Luma (BT.601) is turned into ink darkness in [0, 1] (0 = the label's white, 1 = black), each ``scale``
     x ``scale`` cell is averaged, and every digit slot takes the template with the smallest mean absolute
-    difference; a slot whose best difference exceeds ``max_error`` makes the label unreadable (``None``).
+    difference; a slot whose best difference exceeds ``max_error`` makes the label unreadable (``None``),
+    and so does a box whose ``pad`` border is not the label's white (mean darkness over ``max_error``): a
+    dark patch of the scene would otherwise match the ink-heavy ``8``.
     """
     y, x, h, w = box
     if (h, w) != label_size("0" * n_digits, scale, pad):
         raise ValueError(f"box {box} is not the size of a {n_digits}-digit label at scale {scale}, pad {pad}")
-    rgb = frame[y + pad : y + h - pad, x + pad : x + w - pad].astype(np.float64)  # [5s, (4k-1)s, 3]
-    luma = rgb @ np.array([0.299, 0.587, 0.114])  # [5s, (4k-1)s]
-    ink = np.clip((255.0 - luma) / 255.0, 0.0, 1.0)  # [5s, (4k-1)s]
+    luma = frame[y : y + h, x : x + w].astype(np.float64) @ np.array([0.299, 0.587, 0.114])  # [h, w]
+    dark = np.clip((255.0 - luma) / 255.0, 0.0, 1.0)  # [h, w]
+    if pad:
+        inner = np.zeros((h, w), dtype=bool)  # [h, w]
+        inner[pad : h - pad, pad : w - pad] = True
+        if dark[~inner].mean() > max_error:
+            return None
+    ink = dark[pad : h - pad, pad : w - pad]  # [5s, (4k-1)s]
     cells = ink.reshape(5, scale, -1, scale).mean(axis=(1, 3))  # [5, 4k - 1]
     out = []
     for i in range(n_digits):
