@@ -4,7 +4,6 @@ answer parsing, evaluation metrics, the HC-STVG importer and draw-ids."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -296,3 +295,27 @@ def test_draw_ids_command_on_a_real_encoded_video(tmp_path: Path) -> None:
     said = " ".join(res.output.split())  # rich wraps long lines
     assert res.exit_code == 2 and "bad.json: track 0 box 0" in said and "x2 < x1" in said, res.output
     assert not (tmp_path / "o2.mp4").exists()
+
+
+# ------------------------------------------------------------------ the recipe
+
+
+def test_stvg_r1_recipe_runs_sft_eval_rl_eval(tiny_model_dir, tmp_path: Path) -> None:
+    from reelrl.pipeline import Pipeline, load_recipe
+
+    gym = tmp_path / "gym"
+    generate_gym(gym, GymSpec(families=["id_grounding"], height=56, width=56, difficulty=0.3), 6, 0, 4,
+                 progress=False)
+    cfg = load_recipe("stvg_r1", [
+        f"output_dir={tmp_path / 'run'}", f"model.path={tiny_model_dir}", "data.gym.enabled=false",
+        f"data.train={gym / 'train.jsonl'}", f"data.test={gym / 'test.jsonl'}", "video.min_pixels=3136",
+        "video.max_pixels=3136", "sft.epochs=1", "sft.batch_size=3", "sft.micro_batch_size=3", "rl.steps=1",
+        "rl.prompts_per_step=2", "rl.group_size=2", "rl.max_new_tokens=8", "eval.max_new_tokens=8",
+        "logging.progress=false", "checkpoint.every=0"])
+    assert [r.name for r in cfg.rl.rewards] == ["stvg", "accuracy"] and cfg.stages == ["sft", "eval", "rl", "eval"]
+    Pipeline(cfg).run()
+    ev = json.loads((tmp_path / "run" / "3-eval" / "eval.json").read_text())
+    g = ev["per_task"]["id_grounding"]["grounding"]
+    assert ev["n"] == 4 and {"mIoU", "R@0.5", "id_accuracy", "m_vIoU", "vIoU@0.5"} <= set(g)
+    m = json.loads((tmp_path / "run" / "2-rl" / "metrics.jsonl").read_text().splitlines()[0])
+    assert "reward/stvg/mean" in m
