@@ -225,6 +225,7 @@ def test_hc_stvg_importer_draws_target_and_extra_ids_in_the_published_schema(tmp
     assert span == (0.75, 2.0) == r.time_span and r.problem_type == "spatio_temporal_grounding"
     assert sorted(r.meta["ids"]) == [1, 2] and target == r.meta["target_id"] == r.meta["ids"][0]
     assert "pours the contents of the bag into his hand\"" in r.question  # final period removed
+    assert r.meta["event"] == "the man in brown clothes pours the contents of the bag into his hand"  # STVG-R1's
     frames = decode_frames(r.video, np.arange(12))  # [T, H, W, 3]
     other = r.meta["ids"][1]
     for t in range(12):
@@ -319,3 +320,30 @@ def test_stvg_r1_recipe_runs_sft_eval_rl_eval(tiny_model_dir, tmp_path: Path) ->
     assert ev["n"] == 4 and {"mIoU", "R@0.5", "id_accuracy", "m_vIoU", "vIoU@0.5"} <= set(g)
     m = json.loads((tmp_path / "run" / "2-rl" / "metrics.jsonl").read_text().splitlines()[0])
     assert "reward/stvg/mean" in m
+
+
+PUBLISHED_STVG_R1 = """Each object in the video is marked with a red number at its center, representing its object ID. To accurately pinpoint the event "[EVENT]" in the video:
+
+1.Determine the precise time period of the event occurs.
+
+2.Identify which object ID is corresponding to the described event.
+
+Output your thought process within the <think> </think> tags, including both a temporal analysis (e.g., specific timestamps "xx.xx" or time ranges "xx.xx to xx.xx") and a spatial analysis (e.g., object ID "xx").
+
+Then, provide the start and end times (in seconds, precise to two decimal places), and object ID in the format "Target ID: [ID], Time range: [start time to end time]" within the <answer> </answer> tags. For example: "Target ID: 1, Time range: 12.54 to 17.83"."""
+
+
+def test_stvg_r1_template_is_the_published_question_template_with_the_event() -> None:
+    from reelrl.data.templates import STAGES, get_template
+
+    tpl = get_template("stvg_r1")
+    row = VideoRow(id="r", video="v.mp4", question="q", answer=GOLD, problem_type="spatio_temporal_grounding",
+                   meta={"event": "the man in blue clothes stands up"})
+    for stage in STAGES:
+        assert tpl.user_text(row, stage) == PUBLISHED_STVG_R1.replace("[EVENT]", "the man in blue clothes stands up")
+        assert tpl.system_text(stage) is None
+    with pytest.raises(DataError, match="row r2: prompt template 'stvg_r1' needs the event sentence"):
+        tpl.user_text(row.model_copy(update={"id": "r2", "meta": {}}), "rl")
+    _, s = make_sample(GymSpec(families=["id_grounding"]), "train", 0)
+    tgt = s.meta["objects"][s.meta["target"]]
+    assert s.meta["event"] == f"the object {BEHAVIOURS[tgt['behaviour']]}"

@@ -31,7 +31,9 @@ Each record becomes a :class:`~reelrl.data.schema.VideoRow`:
 * ``answer`` = ``"Target ID: k, Time range: s to e"`` with ``st_time`` / ``ed_time`` rounded to 2 decimals
   (STVG-R1's prompt asks for two decimals); ``time_span`` = the same; ``problem_type`` =
   ``spatio_temporal_grounding``; ``task`` = ``hc_stvg``;
-* ``meta`` = ``{"video_name", "caption", "st_frame", "img_num", "height", "width", "target_id", "ids"}``.
+* ``meta`` = ``{"video_name", "caption", "event", "st_frame", "img_num", "height", "width", "target_id", "ids"}``,
+  ``event`` being STVG-R1's problem text (the sentence stripped, lower-cased, final period removed; the
+  ``stvg_r1`` prompt template reads it).
 
 The source video is ``video_root/<name>``, or ``video_root/<folder>/<name>`` for one level of folders (v2 ships
 ``video_parts/0`` ... ``9``). Malformed records (a missing or mistyped field, a box that is not 4 finite
@@ -201,7 +203,7 @@ def convert_hc_stvg(src: str | Path, video_root: str | Path, out: str | Path, tr
         rows.append(VideoRow(
             id=stem, video=str(dst), question=QUESTION.format(sentence=sentence), answer=format_target(ids[0], st, ed),
             problem_type="spatio_temporal_grounding", task="hc_stvg", time_span=(st, ed),
-            meta={"video_name": name, "caption": rec["caption"], "st_frame": rec["st_frame"],
+            meta={"video_name": name, "caption": rec["caption"], "event": sentence.lower(), "st_frame": rec["st_frame"],
                   "img_num": rec["img_num"], "height": rec["height"], "width": rec["width"],
                   "target_id": ids[0], "ids": ids}))
         counts["rows"] += 1

@@ -50,6 +50,12 @@ Registered templates
     multiple choice ("the single option letter"); other problem types get the same sentence with their
     answer's form (reelrl's). SFT target ``process + "\\n" + solution``: the trace as written (no outer
     ``<think>``; ``sft.trace: clues`` writes Video-Thinker's blocks), a newline, ``<answer>a</answer>``.
+``stvg_r1``
+    STVG-R1 (github.com/XiaowZhang00/stvg-r1, ``src/open_r1/trainer/grpo_trainer_video.py``
+    ``QUESTION_TEMPLATE``, every stage; no system turn: its ``SYSTEM_PROMPT`` is commented out of the
+    conversation), exactly, with the row's ``meta["event"]`` (the event sentence: lower-cased, final period
+    removed, as its loader does) for ``[EVENT]``; a row without it is a data error. The text speaks of
+    "a red number at its center"; reelrl's labels are black on white (:mod:`reelrl.video.glyphs`).
 
 Every registered text is written from its repository; tests compare them
 with the published strings.
@@ -265,6 +271,34 @@ def video_thinker() -> PromptTemplate:
     return PromptTemplate("video_thinker", {s: VIDEO_THINKER_USER for s in STAGES}, question=video_thinker_question,
                           type_suffix=VIDEO_THINKER_TYPES, system={s: VIDEO_THINKER_SYSTEM for s in STAGES},
                           separator="\n", wrap_think=False)
+
+
+# --- STVG-R1 (XiaowZhang00/stvg-r1): src/open_r1/trainer/grpo_trainer_video.py QUESTION_TEMPLATE, [EVENT] -> {question}
+STVG_R1_TEXT = (
+    "Each object in the video is marked with a red number at its center, representing its object ID. "
+    'To accurately pinpoint the event "{question}" in the video:\n\n'
+    "1.Determine the precise time period of the event occurs.\n\n"
+    "2.Identify which object ID is corresponding to the described event.\n\n"
+    "Output your thought process within the <think> </think> tags, including both a temporal analysis "
+    '(e.g., specific timestamps "xx.xx" or time ranges "xx.xx to xx.xx") and a spatial analysis '
+    '(e.g., object ID "xx").\n\n'
+    "Then, provide the start and end times (in seconds, precise to two decimal places), and object ID in the "
+    'format "Target ID: [ID], Time range: [start time to end time]" within the <answer> </answer> tags. '
+    'For example: "Target ID: 1, Time range: 12.54 to 17.83".'
+)
+
+
+def stvg_r1_question(row: VideoRow) -> str:
+    """STVG-R1's ``[EVENT]``: the row's ``meta["event"]`` sentence."""
+    event = row.meta.get("event")
+    if not isinstance(event, str) or not event.strip():
+        raise DataError(f"row {row.id}: prompt template 'stvg_r1' needs the event sentence in meta.event")
+    return event
+
+
+@TEMPLATES.register("stvg_r1")
+def stvg_r1() -> PromptTemplate:
+    return PromptTemplate("stvg_r1", {s: STVG_R1_TEXT for s in STAGES}, question=stvg_r1_question)
 
 
 def get_template(spec: str | PromptTemplate) -> PromptTemplate:

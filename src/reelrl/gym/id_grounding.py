@@ -18,7 +18,8 @@ around the label), and at most its cell minus 4; a mover crosses its cell's free
 d = 0, 30-60% at d = 1) at constant speed over its window. Colours are distinct palette colours other than
 ``white`` (so the white label stands out). ``meta["objects"]`` lists every object (``id``, ``behaviour``,
 ``color``, ``shape``, ``start``, ``length`` in steps, ``start_box`` / ``end_box`` ``[y, x, size]``), and
-:func:`object_box` gives an object's box at any step; ``meta["target"]`` is the index of the asked object.
+:func:`object_box` gives an object's box at any step; ``meta["target"]`` is the index of the asked object,
+``meta["event"]`` the event sentence ("the object moves up", for the ``stvg_r1`` prompt template).
 
 Chance (:func:`id_grounding_chance`): the ``accuracy`` of this problem type is the tIoU when the ID is right
 and 0 otherwise (:mod:`reelrl.rewards.stvg`). A guesser who reads the IDs off the video but not what the
@@ -140,7 +141,8 @@ def id_grounding_task(rng: np.random.Generator, spec: GymSpec) -> Sample:
     question = (f"Which object {BEHAVIOURS[obj['behaviour']]}? Each object carries its ID number. "
                 "Give its ID and the time range in seconds when it is visible.")
     reasoning = f"ID {obj['id']} {BEHAVIOURS[obj['behaviour']]}, seen {s_t:g}s to {e_t:g}s."
-    meta = {"objects": objects, "target": target, "label_scale": LABEL_SCALE, "label_pad": LABEL_PAD}
+    meta = {"objects": objects, "target": target, "label_scale": LABEL_SCALE, "label_pad": LABEL_PAD,
+            "event": f"the object {BEHAVIOURS[obj['behaviour']]}"}
     return Sample(frames, fps, question, None, answer, "spatio_temporal_grounding", reasoning, (s_t, e_t), d, meta)
 
 
