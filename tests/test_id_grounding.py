@@ -30,8 +30,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 GOLD = "Target ID: 3, Time range: 1 to 3"
 
 
-def _labels(sample) -> list[tuple[int, tuple[int, int, int, int], str]]:
-    """(frame, label box, ID) of every visible object of an id_grounding sample."""
+def _labels(sample) -> list[tuple[int, tuple[int, int, int, int], str, int]]:
+    """(frame, label box, ID, scale) of every visible object of an id_grounding sample."""
     H, W = sample.frames.shape[1:3]
     out = []
     for t in range(sample.frames.shape[0]):
@@ -39,7 +39,8 @@ def _labels(sample) -> list[tuple[int, tuple[int, int, int, int], str]]:
             box = object_box(obj, t)
             if box is not None:
                 y, x, s = box
-                out.append((t, label_box(str(obj["id"]), y + s / 2, x + s / 2, H, W), str(obj["id"])))
+                sc = sample.meta["label_scale"]
+                out.append((t, label_box(str(obj["id"]), y + s / 2, x + s / 2, H, W, sc), str(obj["id"]), sc))
     return out
 
 
@@ -53,13 +54,14 @@ def test_rendered_ids_are_readable_after_h264_at_the_gym_resolution(side: int, t
     for i in range(3):
         _, sample = make_sample(spec, "train", i)
         labels = _labels(sample)
-        for t, (y, x, h, w), _ in labels:  # exact colours before encoding: white box, black ink
+        assert all(sc == side // 28 for *_, sc in labels)  # 56 px: 2, 84 px: 3
+        for t, (y, x, h, w), *_ in labels:  # exact colours before encoding: white box, black ink
             region = sample.frames[t, y : y + h, x : x + w]  # [h, w, 3]
             assert set(map(tuple, region.reshape(-1, 3))) == {LABEL_BG, LABEL_FG}
         path = write_video(tmp_path / f"{i}.mp4", sample.frames, sample.fps, **ENCODER)
         decoded = decode_frames(path, np.arange(sample.frames.shape[0]))  # [T, H, W, 3]
-        for t, box, text in labels:
-            assert read_label(decoded[t], box, len(text)) == text, (i, t, text)
+        for t, box, text, sc in labels:
+            assert read_label(decoded[t], box, len(text), sc) == text, (i, t, text)
             n_read += 1
     assert n_read > 20
 
