@@ -44,6 +44,7 @@ naming the file and the record.
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import zlib
@@ -165,7 +166,7 @@ def _find_video(root: Path, name: str) -> Path | None:
     direct = root / name
     if direct.is_file():
         return direct
-    hits = sorted(p for p in root.glob(f"*/{name}") if p.is_file())
+    hits = sorted(p for p in root.glob(f"*/{glob.escape(name)}") if p.is_file())
     return hits[0] if hits else None
 
 
