@@ -19,7 +19,7 @@ from reelrl.eval.runner import score_samples
 from reelrl.gym import GymSpec, chance_accuracy, generate_gym, make_sample
 from reelrl.gym.generate import ENCODER
 from reelrl.gym.grounding import _random_guess_iou
-from reelrl.gym.id_grounding import BEHAVIOURS, id_chance, n_objects, object_box
+from reelrl.gym.id_grounding import BEHAVIOURS, id_chance, label_cell, n_objects, object_box
 from reelrl.gym.render import PALETTE
 from reelrl.gym.tasks import secs
 from reelrl.rewards import REWARDS, RewardSpec, score_answer
@@ -38,9 +38,9 @@ def _labels(sample) -> list[tuple[int, tuple[int, int, int, int], str, int]]:
         for obj in sample.meta["objects"]:
             box = object_box(obj, t)
             if box is not None:
-                y, x, s = box
+                gy, gx = label_cell(box, H, W)
                 sc = sample.meta["label_scale"]
-                out.append((t, label_box(str(obj["id"]), y + s / 2, x + s / 2, H, W, sc), str(obj["id"]), sc))
+                out.append((t, label_box(str(obj["id"]), gy + 7, gx + 7, H, W, sc), str(obj["id"]), sc))
     return out
 
 
@@ -54,9 +54,9 @@ def test_rendered_ids_are_readable_after_h264_at_the_gym_resolution(side: int, t
     for i in range(3):
         _, sample = make_sample(spec, "train", i)
         labels = _labels(sample)
-        assert all(sc == side // 28 for *_, sc in labels)  # 56 px: 2, 84 px: 3
-        for t, (y, x, h, w), *_ in labels:  # exact colours before encoding: white box, black ink
-            region = sample.frames[t, y : y + h, x : x + w]  # [h, w, 3]
+        for t, (y, x, h, w), *_ in labels:  # exact colours before encoding: white patch, black ink
+            region = sample.frames[t, y - 1 : y - 1 + 14, x - 3 : x - 3 + 14]  # [14, 14, 3] the whole patch
+            assert y - 1 == (y - 1) // 14 * 14 and x - 3 == (x - 3) // 14 * 14  # on the patch grid
             assert set(map(tuple, region.reshape(-1, 3))) == {LABEL_BG, LABEL_FG}
         path = write_video(tmp_path / f"{i}.mp4", sample.frames, sample.fps, **ENCODER)
         decoded = decode_frames(path, np.arange(sample.frames.shape[0]))  # [T, H, W, 3]

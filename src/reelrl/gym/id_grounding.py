@@ -1,8 +1,9 @@
 """Object-ID spatio-temporal grounding (STVG-R1) in the video gym: which object does X, and when?
 
 id_grounding   2-4 objects (2 at d < 1/3, 3 below 2/3, else 4), each a coloured square or disc carrying a
-               rendered ID number (:mod:`reelrl.video.glyphs`: black digits on a white label, scale
-               :func:`label_scale`, centred on the object and moving with it on every frame it is visible -- STVG-R1's visual prompt,
+               rendered ID number (:mod:`reelrl.video.glyphs`: black 6 x 10 px digits in a white square
+               that fills the 14 px vision patch holding the object's centre, :func:`label_cell`), moving
+               with it on every frame it is visible -- STVG-R1's visual prompt,
                temporally consistent). IDs are distinct draws from 1-9. Each object is visible during a
                window of its own (lengths as :func:`reelrl.gym.grounding.window_lengths`, starts uniform;
                windows may overlap) and has a behaviour, distinct across the objects of a video: it moves
@@ -41,7 +42,7 @@ from reelrl.data.target_ids import format_target
 from reelrl.gym.grounding import _chance_at, window_lengths
 from reelrl.gym.render import COLOR_NAMES, Box, blank, draw_shape
 from reelrl.gym.tasks import CHANCE, GymSpec, Sample, object_size, register_family, sample_difficulty, secs
-from reelrl.video.glyphs import draw_label, label_size
+from reelrl.video.glyphs import LABEL_BG, draw_label, label_size
 
 BEHAVIOURS: dict[str, str] = {
     "left": "moves to the left",
@@ -52,7 +53,11 @@ BEHAVIOURS: dict[str, str] = {
 }
 """Behaviour name -> the phrase of the question ("Which object moves up?")."""
 
+LABEL_SCALE = 2
+"""Digit scale of the ID labels: 6 x 10 px digits, a label of 8 x 12 px that fits one vision patch."""
 LABEL_PAD = 1
+PATCH = 14
+"""Side of a vision patch of Qwen-VL's encoder; labels are snapped to its grid (:func:`label_cell`)."""
 COLORS: tuple[str, ...] = tuple(c for c in COLOR_NAMES if c != "white")
 SHAPES: tuple[str, ...] = ("square", "disc")
 
@@ -62,16 +67,23 @@ def n_objects(d: float) -> int:
     return 2 + min(2, int(d * 3))
 
 
-def label_scale(spec: GymSpec) -> int:
-    """Digit scale of the ID labels: one per 28 px of the short side, at least 2 (56 px: 6 x 10 px digits, 84 px:
-    9 x 15), so a digit covers a third to a half of a 28 px vision token."""
-    return max(2, min(spec.height, spec.width) // 28)
+def label_cell(box: Box, height: int, width: int) -> tuple[int, int]:
+    """Top-left corner of the label square of an object at ``box``: the :data:`PATCH` grid cell holding its centre.
+
+    STVG-R1 writes the ID at the object's centre; the gym snaps it to the encoder's patch grid (a deliberate
+    difference): a label then always fills one patch the same way, wherever the object is, which a small
+    model learns to read far more easily than a label at any offset inside a patch.
+    """
+    y, x, s = box
+    gy = min(int(y + s / 2) // PATCH * PATCH, height - PATCH)
+    gx = min(int(x + s / 2) // PATCH * PATCH, width - PATCH)
+    return gy, gx
 
 
 def object_side(d: float, spec: GymSpec) -> int:
     """Side of an object: :func:`object_size`, at least the label's height + 4, at most its grid cell - 4."""
     cell = min(spec.height, spec.width) // 2
-    label_h = label_size("0", label_scale(spec), LABEL_PAD)[0]
+    label_h = max(PATCH, label_size("0", LABEL_SCALE, LABEL_PAD)[0])
     return min(cell - 4, max(object_size(d, spec), label_h + 4))
 
 
@@ -130,23 +142,24 @@ def id_grounding_task(rng: np.random.Generator, spec: GymSpec) -> Sample:
         b0, b1 = _path(rng, behaviours[k], cells[k], size, d)
         objects.append({"id": ids[k], "behaviour": behaviours[k], "color": colors[k], "shape": shapes[k],
                         "start": start, "length": length, "start_box": list(b0), "end_box": list(b1)})
-    scale = label_scale(spec)
     frames = blank(T, H, W)  # [T, H, W, 3]
     for t in range(T):
         for obj in objects:
             box = object_box(obj, t)
             if box is not None:
                 draw_shape(frames[t], obj["shape"], box, obj["color"])
-                y, x, s = box
-                draw_label(frames[t], str(obj["id"]), y + s / 2, x + s / 2, scale, LABEL_PAD)
+                gy, gx = label_cell(box, H, W)
+                frames[t, gy : gy + PATCH, gx : gx + PATCH] = LABEL_BG  # [14, 14, 3] the label's square
+                draw_label(frames[t], str(obj["id"]), gy + PATCH / 2, gx + PATCH / 2, LABEL_SCALE, LABEL_PAD)
     target = int(rng.integers(n))
     obj = objects[target]
     s_t, e_t = secs(obj["start"], fps), secs(obj["start"] + obj["length"], fps)
     answer = format_target(obj["id"], s_t, e_t)
     question = (f"Which object {BEHAVIOURS[obj['behaviour']]}? Each object carries its ID number. "
                 "Give its ID and the time range in seconds when it is visible.")
-    reasoning = f"ID {obj['id']} {BEHAVIOURS[obj['behaviour']]}, seen {s_t:g}s to {e_t:g}s."
-    meta = {"objects": objects, "target": target, "label_scale": scale, "label_pad": LABEL_PAD,
+    seen = sorted(objects, key=lambda o: (o["start"], o["id"]))
+    reasoning = " ".join(f"ID {o['id']} {o['behaviour']}." for o in seen) + f" ID {obj['id']} seen {s_t:g}s to {e_t:g}s."
+    meta = {"objects": objects, "target": target, "label_scale": LABEL_SCALE, "label_pad": LABEL_PAD,
             "event": f"the object {BEHAVIOURS[obj['behaviour']]}"}
     return Sample(frames, fps, question, None, answer, "spatio_temporal_grounding", reasoning, (s_t, e_t), d, meta)
 
