@@ -213,38 +213,47 @@ def decode_loop(
     return out
 
 
-@torch.no_grad()
-def decode_groups(
-    vlm: VLM,
-    prefills: list[Prefill],
-    params: SamplingParams,
-    generators: list[list[torch.Generator] | None] | None = None,
-    keep: bool = False,
-) -> list[Rollout] | tuple[list[Rollout], DecodeState]:
-    """Sample the completions of every prefilled prompt in one batch; one :class:`Rollout` per prompt.
+def start_decode(vlm: VLM, prefills: list[Prefill]) -> DecodeState:
+    """One decode batch from prefilled prompts: their caches forked and stacked (left-padded), no row done."""
+    cache, mask, start = vlm.stack_prefills([p.prompt for p in prefills], [p.cache for p in prefills],
+                                            [p.n for p in prefills])  # [N, P_max], [N]
+    logits = torch.cat([p.logits for p in prefills])  # [N, V]
+    return DecodeState(cache, mask, start, logits, torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device))
 
-    Row ``j`` of prompt ``i`` draws from ``generators[i][j]``, so the result is
-    the same as decoding each prompt alone (and each sequence alone).
-    ``keep`` also returns the :class:`DecodeState` (cache and mask) for a next turn.
-    """
+
+def flat_generators(prefills: list[Prefill], generators: list[list[torch.Generator] | None] | None
+                    ) -> list[torch.Generator] | None:
+    """The per-row generators of a decode batch (None: the global RNG); checks one per completion of every prompt."""
     generators = generators if generators is not None else [None] * len(prefills)
     if len({g is None for g in generators}) > 1:
         raise ValueError("give generators for every prompt or for none (None draws from the global RNG)")
     for p, gs in zip(prefills, generators):
         if gs is not None and len(gs) != p.n:
             raise ValueError(f"need {p.n} generators, got {len(gs)}")
-    gens = None if generators[0] is None else [g for gs in generators for g in gs]
-    cache, mask, start = vlm.stack_prefills([p.prompt for p in prefills], [p.cache for p in prefills],
-                                            [p.n for p in prefills])  # [N, P_max], [N]
-    logits = torch.cat([p.logits for p in prefills])  # [N, V]
-    state = DecodeState(cache, mask, start, logits, torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device))
+    return None if generators[0] is None else [g for gs in generators for g in gs]
+
+
+@torch.no_grad()
+def decode_groups(
+    vlm: VLM,
+    prefills: list[Prefill],
+    params: SamplingParams,
+    generators: list[list[torch.Generator] | None] | None = None,
+) -> list[Rollout]:
+    """Sample the completions of every prefilled prompt in one batch; one :class:`Rollout` per prompt.
+
+    Row ``j`` of prompt ``i`` draws from ``generators[i][j]``, so the result is
+    the same as decoding each prompt alone (and each sequence alone).
+    """
+    gens = flat_generators(prefills, generators)
+    state = start_decode(vlm, prefills)
     out = decode_loop(vlm, state, params, gens)
     rollouts, row = [], 0
     for p in prefills:
         rollouts.append(pack_rollout(out[row : row + p.n], state.done[row : row + p.n], params.pad_id,
-                                     logits.device))
+                                     state.logits.device))
         row += p.n
-    return (rollouts, state) if keep else rollouts
+    return rollouts
 
 
 def pack_rollout(seqs: list[list[int]], done: Tensor, pad_id: int, device: torch.device) -> Rollout:

@@ -41,7 +41,16 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from reelrl.envs.base import Environment
 from reelrl.models.turns import TurnEncoder, TurnTokens
 from reelrl.models.vlm import VLM, EncodedPrompt
-from reelrl.rollout.hf import DecodeState, Rollout, SamplingParams, decode_loop, pack_rollout, prefill_group
+from reelrl.rollout.hf import (
+    DecodeState,
+    Rollout,
+    SamplingParams,
+    decode_loop,
+    flat_generators,
+    pack_rollout,
+    prefill_group,
+    start_decode,
+)
 
 __all__ = ["Continuation", "EpisodeGroup", "EpisodeRequest", "continuation_logits", "rollout_episodes"]
 
@@ -166,14 +175,8 @@ def rollout_episodes(
     if not requests:
         return []
     prefills = [prefill_group(vlm, r.prompt, len(r.envs), r.vision, share_prefix) for r in requests]
-    gens_all = [r.generators for r in requests]
-    if len({g is None for g in gens_all}) > 1:
-        raise ValueError("give generators for every request or for none")
-    gens = None if gens_all[0] is None else [g for gs in gens_all for g in gs]
-    cache, mask, start = vlm.stack_prefills([p.prompt for p in prefills], [p.cache for p in prefills],
-                                            [p.n for p in prefills])  # [N, P_max], [N]
-    logits = torch.cat([p.logits for p in prefills])  # [N, V]
-    state = DecodeState(cache, mask, start, logits, torch.zeros(logits.shape[0], dtype=torch.bool, device=logits.device))
+    gens = flat_generators(prefills, [r.generators for r in requests])
+    state = start_decode(vlm, prefills)
     trajs = [_Traj(r.prompt, env) for r in requests for env in r.envs]
     max_turns = max(env.max_turns for env in (t.env for t in trajs))
     tok = turn_encoder.processor
