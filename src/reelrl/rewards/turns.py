@@ -48,21 +48,18 @@ def score_turns(specs: list[RewardSpec], metric_specs: list[RewardSpec], rows: l
     _, extra = compute_rewards(metric_specs, texts, columns)
     per = {**extra, **per}
     max_turns = max([max_turns] + [k + 1 for _, _, k in owner])
-    out = []
-    for gi, texts_g in enumerate(turn_texts):
+    groups = []
+    for texts_g in turn_texts:
         g = len(texts_g)
-        rewards = torch.zeros(g)  # [G]
-        sums = {n: torch.zeros(g) for n in per}  # [G] each
-        turns = {f"turn{k + 1}/{n}": torch.full((g,), math.nan) for k in range(max_turns) for n in per}
-        counts = torch.zeros(g)  # [G]
-        for m, (og, i, k) in enumerate(owner):
-            if og != gi:
-                continue
-            rewards[i] += total[m]
-            counts[i] += 1
-            for n, v in per.items():
-                sums[n][i] += torch.nan_to_num(v[m], nan=0.0)
-                turns[f"turn{k + 1}/{n}"][i] = v[m]
-        means = {n: s / counts.clamp_min(1) for n, s in sums.items()}  # [G] each
-        out.append((rewards, {**means, **turns}))
-    return out
+        groups.append({"reward": torch.zeros(g), "count": torch.zeros(g),  # [G] each
+                    "sums": {n: torch.zeros(g) for n in per},
+                    "turns": {f"turn{k + 1}/{n}": torch.full((g,), math.nan) for k in range(max_turns) for n in per}})
+    for m, (gi, i, k) in enumerate(owner):  # every scored turn into its group's trajectory
+        acc = groups[gi]
+        acc["reward"][i] += total[m]
+        acc["count"][i] += 1
+        for n, v in per.items():
+            acc["sums"][n][i] += torch.nan_to_num(v[m], nan=0.0)
+            acc["turns"][f"turn{k + 1}/{n}"][i] = v[m]
+    return [(a["reward"], {**{n: s / a["count"].clamp_min(1) for n, s in a["sums"].items()}, **a["turns"]})
+            for a in groups]
