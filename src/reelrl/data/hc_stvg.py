@@ -98,15 +98,20 @@ def _boxes(value: Any, where: str) -> list[tuple[float, float, float, float] | N
     return out
 
 
+def _read_json(path: Path, what: str) -> Any:
+    """The parsed JSON of ``path``; a missing or unparsable file is a DataError naming it as ``what``."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a JSON file ({e})") from None
+
+
 def read_hc_stvg(path: str | Path) -> dict[str, dict[str, Any]]:
     """Validated records ``{video name: {caption, st_time, ed_time, st_frame, boxes, img_num, height, width}}``."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: annotation file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not a JSON file ({e})") from None
+    data = _read_json(path, "annotation file")
     if not isinstance(data, dict) or not data:
         raise DataError(f"{path}: expected a non-empty JSON object keyed by video file name")
     out = {}
@@ -140,12 +145,7 @@ def read_hc_stvg(path: str | Path) -> dict[str, dict[str, Any]]:
 def read_extra_tracks(path: str | Path) -> dict[str, list[dict[int, tuple[float, float, float, float]]]]:
     """``{video name: [{0-based frame: (x1, y1, x2, y2)}, ...]}`` of a tracks file (module docstring)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{path}: tracks file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not a JSON file ({e})") from None
+    data = _read_json(path, "tracks file")
     if not isinstance(data, dict):
         raise DataError(f"{path}: expected a JSON object keyed by video file name")
     out: dict[str, Any] = {}
