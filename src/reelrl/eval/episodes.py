@@ -46,7 +46,7 @@ def evaluate_episodes(runner: EpisodeRunner, encoder: PromptEncoder, rows: list[
     dims = dims if dims is not None else ParallelDims()
     vlm = runner.vlm
     vlm.model.eval()
-    runner.sampling = SamplingParams(**{**runner.sampling.__dict__, "temperature": 0.0})
+    greedy = SamplingParams(**{**runner.sampling.__dict__, "temperature": 0.0})
     mine = dims.share(list(enumerate(rows)))
     local = []
     with progress_bar(title, len(mine), progress and dims.is_main) as bar:
@@ -57,7 +57,7 @@ def evaluate_episodes(runner: EpisodeRunner, encoder: PromptEncoder, rows: list[
                 bar.advance()
                 if prompt is not None:
                     items.append((i, row, GenerationRequest(prompt, 1, None, vlm.encode_vision(prompt))))
-            for (i, row, _), ep in zip(items, runner.generate([(row, r) for _, row, r in items])):
+            for (i, row, _), ep in zip(items, runner.generate([(row, r) for _, row, r in items], greedy)):
                 local.append((i, row.id, ep.turn_texts[0], ep.turn_columns[0], int(ep.rollout.lengths[0])))
     done = sorted(x for part in dims.gather(local) for x in part)
     if not done:

@@ -42,15 +42,17 @@ class EpisodeRunner:
         self.turns = TurnEncoder(encoder.processor, encoder.system)
         self.max_turns = 1  # the most turns of any environment built so far (fixes the per-turn metric keys)
 
-    def generate(self, items: list[tuple[VideoRow, GenerationRequest]]) -> list[EpisodeGroup]:
-        """One :class:`EpisodeGroup` per ``(row, request)``: ``request.n`` trajectories, one environment each."""
+    def generate(self, items: list[tuple[VideoRow, GenerationRequest]],
+                 sampling: SamplingParams | None = None) -> list[EpisodeGroup]:
+        """One :class:`EpisodeGroup` per ``(row, request)``: ``request.n`` trajectories, one environment each
+        (sampled with ``sampling``, default the runner's)."""
         requests = []
         for row, r in items:
             video = self.encoder.frames(row)
             envs = [self.factory(row, video, **self.kwargs) for _ in range(r.n)]
             self.max_turns = max([self.max_turns] + [int(e.max_turns) for e in envs])
             requests.append(EpisodeRequest(r.prompt, envs, r.generators, r.vision))
-        return rollout_episodes(self.vlm, self.turns, requests, self.sampling, self.share_prefix)
+        return rollout_episodes(self.vlm, self.turns, requests, sampling or self.sampling, self.share_prefix)
 
 
 def completion_logits(vlm: VLM, prompt: EncodedPrompt, rollout: Rollout, vision, share_prefix: bool,
