@@ -1,6 +1,6 @@
 """Run a recipe with 3 seeds and print chance / SFT-only / SFT+GRPO held-out accuracy.
 
-    python benchmarks/seeds.py [--recipe quickstart] [--seeds 0 1 2] [--jobs 2] [key=value ...]
+    python benchmarks/seeds.py [--recipe quickstart] [--seeds 0 1 2] [--jobs 2] [--threads T] [--out DIR] [key=value ...]
 
 Each seed is a full `reelrl train RECIPE seed=S` run (SFT -> eval -> GRPO ->
 eval) in runs/<recipe>-seeds/seed<S>. The gym and the tiny checkpoint are
@@ -49,6 +49,8 @@ def main() -> None:
     ap.add_argument("--recipe", default="quickstart")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=2, help="seeds run in parallel (each with cores/jobs threads)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads per seed (default cores/jobs; lower it when other jobs share the machine)")
     ap.add_argument("--out", type=Path, default=None, help="default runs/<recipe>-seeds")
     ap.add_argument("overrides", nargs="*", help="recipe overrides passed to every seed")
     args = ap.parse_args()
@@ -61,7 +63,7 @@ def main() -> None:
     prepare_data(cfg)  # shared by every seed: build once, before the parallel runs
     prepare_model(cfg)
 
-    threads = max(1, (os.cpu_count() or 2) // args.jobs)
+    threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
     with ThreadPoolExecutor(args.jobs) as pool:
         done = list(pool.map(lambda s: run_seed(args.recipe, s, args.out, args.overrides, threads), args.seeds))
     failed = [s for s, _, rc in done if rc != 0]

@@ -33,6 +33,7 @@ from reelrl.data.schema import VideoRow, load_jsonl, write_jsonl
 from reelrl.data.templates import get_template
 from reelrl.dist.fsdp import shard_model
 from reelrl.dist.parallel import ParallelDims, init_parallel
+from reelrl.envs.base import prompt_row
 from reelrl.eval.grounding_agents import estimate_difficulty, reflect_boundaries
 from reelrl.eval.episodes import evaluate_episodes
 from reelrl.eval.levels import level_chance, level_rows, level_specs, prepare_levels, print_levels, summarize_levels
@@ -134,11 +135,16 @@ def tokenizer_corpus(jsonl_paths: list[Path], extra: list[str] = (), trace: str 
         if p.is_file():
             for r in load_jsonl(p, check_videos=False):
                 texts += [r.prompt_text(), style(r, wrapped) or "", f"<answer>{r.answer}</answer>"]
+                texts += [t for t in r.meta.get("stream", {}).get("thoughts", []) if isinstance(t, str)]
     return texts
 
 
 def load_rows(cfg: RecipeConfig, split: str) -> list[VideoRow]:
+    """The rows of ``split``, cut to ``data.max_rows`` / ``eval.max_rows``; with an ``rl.env`` registered with a
+    ``prompt_row`` trait, every row as its episode opens (:mod:`reelrl.envs.base`)."""
     rows = load_jsonl(cfg.split_path(split))
+    if cfg.rl.env is not None and (rewrite := prompt_row(cfg.rl.env.name)) is not None:
+        rows = [rewrite(r) for r in rows]
     if split in ("train", "sft_train") and cfg.data.max_rows:
         rows = rows[: cfg.data.max_rows]
     if split not in ("train", "sft_train") and cfg.eval.max_rows:

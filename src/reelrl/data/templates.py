@@ -120,8 +120,13 @@ class PromptTemplate:
     def system_text(self, stage: Stage) -> str | None:
         return self.system.get(stage)
 
-    def target(self, reasoning: str | None, answer: str) -> str:
-        """The SFT assistant text: ``<think>reasoning</think>`` (if any), the separator, ``<answer>answer</answer>``."""
+    def target(self, reasoning: str | None, answer: str | None) -> str:
+        """The SFT assistant text: ``<think>reasoning</think>`` (if any), the separator, ``<answer>answer</answer>``;
+        with ``answer=None`` (a streaming thought) the reasoning alone, ``<think>reasoning</think>``."""
+        if answer is None:
+            if reasoning is None:
+                raise ValueError("an SFT target needs a reasoning or an answer")
+            return f"<think>{reasoning}</think>" if self.wrap_think else reasoning
         if reasoning is None:
             return f"<answer>{answer}</answer>"
         if not self.wrap_think:
@@ -271,6 +276,18 @@ def video_thinker() -> PromptTemplate:
     return PromptTemplate("video_thinker", {s: VIDEO_THINKER_USER for s in STAGES}, question=video_thinker_question,
                           type_suffix=VIDEO_THINKER_TYPES, system={s: VIDEO_THINKER_SYSTEM for s in STAGES},
                           separator="\n", wrap_think=False)
+
+
+# --- VST (Video Streaming Thinking, github.com/1ranGuan/VST; the streaming turn text of algorithms.md): the first turn is the first clip's header
+def stream_header(row: VideoRow) -> str:
+    """The first turn of a streaming episode: the row's question as :mod:`reelrl.envs.streaming` rewrote it (the first
+    clip's ``Time=s-e s.`` header), without options (they come with the question turn)."""
+    return row.question
+
+
+@TEMPLATES.register("vst")
+def vst() -> PromptTemplate:
+    return PromptTemplate("vst", {s: "{question}" for s in STAGES}, question=stream_header)
 
 
 # --- STVG-R1 (XiaowZhang00/stvg-r1): src/open_r1/trainer/grpo_trainer_video.py QUESTION_TEMPLATE, [EVENT] -> {question}

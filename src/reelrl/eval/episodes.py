@@ -11,6 +11,9 @@ rows that reached it (``n``), the mean ``accuracy`` over them, and the
 accuracy over all rows with 0 for rows that never reached it
 (``accuracy_all``: for two-stage grounding, the box IoU a row earns end to
 end). Temporal-grounding first turns also get mIoU and R@IoU (``grounding``).
+Environments that flag their answer turns ``after_question`` (streaming) add
+``tokens_after_question``: the mean count of model tokens generated after
+the question was asked (the response latency VST measures).
 One record per row (every turn's text, columns and accuracy) goes to
 ``eval_samples.jsonl``.
 """
@@ -58,14 +61,16 @@ def evaluate_episodes(runner: EpisodeRunner, encoder: PromptEncoder, rows: list[
                 if prompt is not None:
                     items.append((i, row, GenerationRequest(prompt, 1, None, vlm.encode_vision(prompt))))
             for (i, row, _), ep in zip(items, runner.generate([(row, r) for _, row, r in items], greedy)):
-                local.append((i, row.id, ep.turn_texts[0], ep.turn_columns[0], int(ep.rollout.lengths[0])))
+                after = sum(n for n, info in zip(ep.turn_lengths[0], ep.infos[0]) if info.get("after_question"))
+                local.append((i, row.id, ep.turn_texts[0], ep.turn_columns[0], int(ep.rollout.lengths[0]),
+                              after if any(info.get("after_question") for info in ep.infos[0]) else None))
     done = sorted(x for part in dims.gather(local) for x in part)
     if not done:
         raise RuntimeError(f"{title}: no readable rows ({int(dims.sum(len(encoder.skipped)))} skipped)")
     by_id = {r.id: r for r in rows}
-    picked = [by_id[rid] for _, rid, _, _, _ in done]
-    scored = score_turns(reward_specs, METRICS, picked, [[t] for _, _, t, _, _ in done],
-                         [[c] for _, _, _, c, _ in done], runner.max_turns)
+    picked = [by_id[rid] for _, rid, *_ in done]
+    scored = score_turns(reward_specs, METRICS, picked, [[x[2]] for x in done], [[x[3]] for x in done],
+                         runner.max_turns)
     result, records = _summary(picked, done, scored, skipped=len(rows) - len(done))
     if out_dir is not None and dims.is_main:
         write_results(Path(out_dir), result, records)
@@ -97,9 +102,13 @@ def _summary(rows: list[VideoRow], done: list, scored: list, skipped: int) -> tu
                          "accuracy_benchmark": sum(acc[j] for j in ix) / len(ix)} for t, ix in sorted(per_task.items())},
         **({"grounding": grounding_metrics(ground)} if ground else {}),
     }
+    after = [x[5] for x in done if x[5] is not None]
+    if after:  # environments that ask a question mid-episode (streaming): model tokens after it, the latency
+        result["tokens_after_question"] = sum(after) / len(after)
     records = [{"id": row.id, "task": row.task, "answer": row.answer, "turns": texts,
-                "turn_columns": [{k: v for k, v in c.items() if k in ("answer", "problem_type")} for c in cols_in],
+                "turn_columns": [None if c is None else {k: v for k, v in c.items() if k in ("answer", "problem_type")}
+                                 for c in cols_in],
                 "accuracy": acc[j], "format": fmt[j], "reward": total[j],
                 **{k: float(v[0]) for k, v in cols.items() if k.startswith("turn")}}
-               for j, (row, (_, _, texts, cols_in, _), (_, cols)) in enumerate(zip(rows, done, scored))]
+               for j, (row, (_, _, texts, cols_in, *_), (_, cols)) in enumerate(zip(rows, done, scored))]
     return result, records

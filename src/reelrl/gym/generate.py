@@ -94,12 +94,25 @@ def sample_row(spec: GymSpec, split: str, index: int, family: str, sample: Sampl
     )
 
 
+def write_clips(path: Path, sample: Sample) -> None:
+    """A streaming sample's clips (``meta["stream"]["clips"]``, :mod:`reelrl.gym.streaming`), one file each beside
+    ``path`` (``<stem>_c<k>.mp4``, frames ``[start * fps, end * fps)``); each clip's ``video`` names its file."""
+    for k, clip in enumerate(sample.meta["stream"]["clips"], start=1):
+        f0, f1 = round(clip["start"] * sample.fps), round(clip["end"] * sample.fps)
+        name = f"{path.stem}_c{k}.mp4"
+        write_video(path.parent / name, sample.frames[f0:f1], sample.fps, **ENCODER)  # [f1-f0, H, W, 3]
+        clip["video"] = name
+
+
 def _write_one(args: tuple[str, GymSpec, str, int]) -> dict[str, Any]:
-    """Worker: render sample ``index`` of ``split``, write its video, return its row as a dict."""
+    """Worker: render sample ``index`` of ``split``, write its video (and a streaming sample's clips), return its
+    row as a dict."""
     out_dir, spec, split, index = args
     family, sample = make_sample(spec, split, index)
     rel = f"videos/{split}/{family}_{index:06d}.mp4"
     write_video(Path(out_dir) / rel, sample.frames, sample.fps, **ENCODER)  # frames [T, H, W, 3]
+    if "stream" in sample.meta:
+        write_clips(Path(out_dir) / rel, sample)
     return sample_row(spec, split, index, family, sample, rel).model_dump()
 
 

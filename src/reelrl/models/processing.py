@@ -410,6 +410,16 @@ def patchify_frames(frames: np.ndarray, spec: VideoSpec) -> tuple[torch.Tensor, 
     return x.reshape(gt * gh * gw, c * tp * p * p), (gt, gh, gw)  # [N, C*tp*p*p]
 
 
+def video_slot(processor: ReelProcessor, text: str) -> str:
+    """The text of a chat template's video slot that :meth:`ReelProcessor.video_placeholder` replaces."""
+    wrapped = processor.vision_start_token + processor.video_token + processor.vision_end_token
+    if processor.timestamps_in_text and wrapped in text:
+        # Qwen3-VL: every frame group carries its own vision_start/end, so the template's outer pair is
+        # replaced with the slot (Qwen3VLProcessor; transformers >= 5.25 and the original Qwen3-VL release)
+        return wrapped
+    return processor.video_token
+
+
 def encode_prompt(
     processor: ReelProcessor,
     prompt_text: str,
@@ -449,13 +459,7 @@ def encode_prompt(
     n_slots = text.count(processor.video_token)
     if n_slots != 1:
         raise ValueError(f"chat template produced {n_slots} {processor.video_token} slots for one video")
-    slot = processor.video_token
-    wrapped = processor.vision_start_token + slot + processor.vision_end_token
-    if processor.timestamps_in_text and wrapped in text:
-        # Qwen3-VL: every frame group carries its own vision_start/end, so the template's outer pair is
-        # replaced with the slot (Qwen3VLProcessor; transformers >= 5.25 and the original Qwen3-VL release)
-        slot = wrapped
-    text = text.replace(slot, processor.video_placeholder(grid, frame_times))
+    text = text.replace(video_slot(processor, text), processor.video_placeholder(grid, frame_times))
     ids = torch.tensor([processor.tokenizer(text)["input_ids"]], dtype=torch.long)  # [1, P]
     n_video = int((ids == processor.video_token_id).sum())
     expected = grid[0] * grid[1] * grid[2] // spec.merge_size**2
@@ -523,6 +527,7 @@ __all__ = [
     "ReelProcessor",
     "VideoSpec",
     "build_messages",
+    "video_slot",
     "encode_prompt",
     "encode_sft_example",
     "mm_token_type_ids",

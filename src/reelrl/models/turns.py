@@ -5,7 +5,9 @@ template writes between the end of an assistant message and the start of the
 next assistant message: the assistant turn's closing (``"<|im_end|>\\n"``,
 left out when the model's own last token already was ``<|im_end|>``), the user
 turn with its images (``<|vision_start|><|image_pad|><|vision_end|>`` per image,
-the pad expanded to the image's ``h * w / merge**2`` tokens) and the
+the pad expanded to the image's ``h * w / merge**2`` tokens; then its video
+clips, ``<|vision_start|><|video_pad|><|vision_end|>`` per clip, expanded as
+the prompt's video is, :meth:`ReelProcessor.video_placeholder`) and the
 generation prompt (``"<|im_start|>assistant\\n"``). Both pieces are cut out of
 renderings of the template itself, so a real Qwen2-VL / Qwen2.5-VL / Qwen3-VL
 template gives its own layout.
@@ -14,7 +16,11 @@ Images are patchified exactly as transformers' Qwen2-VL image processor does
 for an image already at a size that is a multiple of ``patch * merge``: the
 image repeated ``temporal_patch_size`` times, normalised with the checkpoint's
 mean / std (:func:`reelrl.models.processing.patchify_frames`), grid
-``(1, h / patch, w / patch)``. Images are never resized here.
+``(1, h / patch, w / patch)``. A clip is patchified as the prompt's video
+(:func:`reelrl.models.processing.encode_prompt`): grid ``(T / temporal_patch,
+h / patch, w / patch)`` and, for Qwen2.5-VL, ``second_per_grid_ts =
+temporal_patch / fps``; its frame times (for Qwen3-VL's timestamps) start at
+the clip's ``start``. Images and clips are never resized here.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from reelrl.models.processing import IGNORE_INDEX, ReelProcessor, patchify_frames
+from reelrl.models.processing import IGNORE_INDEX, ReelProcessor, mm_token_type_ids, patchify_frames, video_slot
 
 __all__ = ["TurnEncoder", "TurnTokens", "extend_sft_example"]
 
@@ -39,6 +45,9 @@ class TurnTokens:
     ids: list[int]  # closing of the previous assistant turn + the user turn + the generation prompt
     pixel_values: Tensor | None  # [N, C*tp*p*p] patches of the turn's images, in order
     image_grid_thw: Tensor | None  # [k, 3] one (1, h, w) grid per image
+    pixel_values_videos: Tensor | None = None  # [M, C*tp*p*p] patches of the turn's clips, in order
+    video_grid_thw: Tensor | None = None  # [m, 3] one (t, h, w) grid per clip
+    second_per_grid_ts: Tensor | None = None  # [m] Qwen2.5-VL's temporal RoPE spacing per clip
 
 
 class TurnEncoder:
@@ -57,42 +66,73 @@ class TurnEncoder:
         self._closing = answered[answered.index(_PROBE) + len(_PROBE):]  # e.g. "<|im_end|>\n"
         self._answered, self._base = answered, [*base, {"role": "assistant", "content": _PROBE}]
 
-    def user_text(self, text: str, n_images: int) -> str:
-        """The template's text of a user turn holding ``n_images`` images and ``text``, generation prompt included."""
-        content = [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": text}]
+    def user_text(self, text: str, n_images: int, n_clips: int = 0) -> str:
+        """The template's text of a user turn holding ``n_images`` images, ``n_clips`` clips and ``text``,
+        generation prompt included."""
+        content = ([{"type": "image"} for _ in range(n_images)] + [{"type": "video"} for _ in range(n_clips)]
+                   + [{"type": "text", "text": text}])
         full = self.processor.apply_chat_template([*self._base, {"role": "user", "content": content}], True)
         if not full.startswith(self._answered):
             raise ValueError("the chat template renders earlier turns differently once a turn is added")
         return full[len(self._answered):]
 
-    def encode(self, text: str, images: list[np.ndarray], closed: bool) -> TurnTokens:
-        """Tokens of the turn after a model turn (``closed``: it ended on the end-of-turn token) and its images."""
-        proc = self.processor
+    def _check_visual(self, img: np.ndarray, what: str, ndim: int) -> None:
+        spec = self.processor.spec
+        if not (isinstance(img, np.ndarray) and img.ndim == ndim and img.shape[-1] == 3 and img.dtype == np.uint8):
+            shape = "[H, W, 3]" if ndim == 3 else "[T, H, W, 3]"
+            raise ValueError(f"an observation {what} must be a {shape} uint8 array, got "
+                             f"{getattr(img, 'shape', type(img))} {getattr(img, 'dtype', '')}")
+        h, w = img.shape[-3:-1]
+        if h % spec.factor or w % spec.factor:
+            raise ValueError(f"an observation {what} of {h}x{w} is not a multiple of {spec.factor} "
+                             "(patch_size*merge_size); visual inputs are never resized here")
+
+    def encode(self, text: str, images: list[np.ndarray], closed: bool, clips: list | None = None) -> TurnTokens:
+        """Tokens of the turn after a model turn (``closed``: it ended on the end-of-turn token), its images and
+        its clips (:class:`reelrl.envs.base.Clip`: ``frames``, ``fps``, ``start``)."""
+        proc, clips = self.processor, list(clips or [])
         closing = self._closing
         if closed and closing.startswith(proc.end_of_turn):
             closing = closing[len(proc.end_of_turn):]
-        turn = self.user_text(text, len(images))
+        turn = self.user_text(text, len(images), len(clips))
         if turn.count(proc.image_token) != len(images):
             raise ValueError(f"the chat template wrote {turn.count(proc.image_token)} image slots for {len(images)} images")
-        pieces, grids, parts = turn.split(proc.image_token), [], []
+        grids, parts = [], []
         for img in images:
-            if not (isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[-1] == 3 and img.dtype == np.uint8):
-                raise ValueError(f"an observation image must be a [H, W, 3] uint8 array, got "
-                                 f"{getattr(img, 'shape', type(img))} {getattr(img, 'dtype', '')}")
-            if img.shape[0] % proc.spec.factor or img.shape[1] % proc.spec.factor:
-                raise ValueError(f"an observation image of {img.shape[0]}x{img.shape[1]} is not a multiple of "
-                                 f"{proc.spec.factor} (patch_size*merge_size); images are never resized here")
+            self._check_visual(img, "image", 3)
             pv, grid = patchify_frames(img[None], proc.spec)  # [h*w, C*tp*p*p], (1, h, w)
             parts.append(pv)
             grids.append(grid)
+        pieces = turn.split(proc.image_token)
         expanded = pieces[0]
         for piece, (t, h, w) in zip(pieces[1:], grids):
             expanded += proc.image_token * (t * h * w // proc.spec.merge_size**2) + piece
+        vgrids, vparts, secs = [], [], []
+        if clips:
+            slot = video_slot(proc, expanded)
+            if expanded.count(slot) != len(clips):
+                raise ValueError(f"the chat template wrote {expanded.count(slot)} video slots for {len(clips)} clips")
+            vpieces = expanded.split(slot)
+            expanded = vpieces[0]
+            for piece, clip in zip(vpieces[1:], clips):
+                self._check_visual(clip.frames, "clip", 4)
+                if not clip.fps > 0:
+                    raise ValueError(f"an observation clip needs fps > 0, got {clip.fps}")
+                pv, grid = patchify_frames(clip.frames, proc.spec)  # [t*h*w, C*tp*p*p], (t, h, w)
+                times = [clip.start + i / clip.fps for i in range(clip.frames.shape[0])]
+                expanded += proc.video_placeholder(grid, times) + piece
+                vparts.append(pv)
+                vgrids.append(grid)
+                secs.append(proc.spec.temporal_patch_size / clip.fps)
         ids = proc.tokenizer(closing + expanded, add_special_tokens=False)["input_ids"]
         return TurnTokens(
             ids=list(ids),
             pixel_values=torch.cat(parts) if parts else None,  # [N, C*tp*p*p]
             image_grid_thw=torch.tensor(grids, dtype=torch.long) if grids else None,  # [k, 3]
+            pixel_values_videos=torch.cat(vparts) if vparts else None,  # [M, C*tp*p*p]
+            video_grid_thw=torch.tensor(vgrids, dtype=torch.long) if vgrids else None,  # [m, 3]
+            second_per_grid_ts=(torch.tensor(secs, dtype=torch.float32)
+                                if vgrids and proc.emits_second_per_grid_ts else None),  # [m]
         )
 
 
@@ -102,25 +142,31 @@ def extend_sft_example(example: dict[str, Tensor], turns: TurnEncoder, observati
     ``<|im_end|>``) followed by each observation's user turn (no loss) and the next target (loss).
 
     ``observations[k]`` (:class:`reelrl.envs.base.Observation`) precedes ``targets[k]``; the images'
-    patches and grids are added as ``pixel_values`` / ``image_grid_thw``, which the model's forward reads with
-    the video's to build the 3D RoPE positions of the whole conversation.
+    patches and grids are added as ``pixel_values`` / ``image_grid_thw``, the clips' after the prompt's video
+    in ``pixel_values_videos`` / ``video_grid_thw`` / ``second_per_grid_ts``; the model's forward reads them
+    all to build the 3D RoPE positions of the whole conversation.
     """
     proc = turns.processor
     if len(observations) != len(targets):
         raise ValueError(f"{len(observations)} observations for {len(targets)} later targets")
     ids, labels, types = [example["input_ids"]], [example["labels"]], [example["mm_token_type_ids"]]
     pixels, grids = [], []
+    videos = {k: [example[k]] for k in ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts") if k in example}
     for obs, target in zip(observations, targets):
-        t = turns.encode(obs.text, obs.images, closed=True)
+        t = turns.encode(obs.text, obs.images, closed=True, clips=obs.clips)
         user = torch.tensor([t.ids], dtype=torch.long)  # [1, U]
         answer = torch.tensor([proc.tokenizer(target + proc.end_of_turn, add_special_tokens=False)["input_ids"]],
                               dtype=torch.long)  # [1, A]
         ids += [user, answer]
         labels += [torch.full_like(user, IGNORE_INDEX), answer]
-        types += [(user == proc.image_token_id).long(), torch.zeros_like(answer)]
+        types += [mm_token_type_ids(proc, user), torch.zeros_like(answer)]
         if t.pixel_values is not None:
             pixels.append(t.pixel_values)
             grids.append(t.image_grid_thw)
+        for k, v in (("pixel_values_videos", t.pixel_values_videos), ("video_grid_thw", t.video_grid_thw),
+                     ("second_per_grid_ts", t.second_per_grid_ts)):
+            if v is not None and k in videos:
+                videos[k].append(v.to(videos[k][0].dtype))
     out = dict(example)
     out["input_ids"] = torch.cat(ids, dim=1)  # [1, L]
     out["labels"] = torch.cat(labels, dim=1)  # [1, L]
@@ -129,4 +175,6 @@ def extend_sft_example(example: dict[str, Tensor], turns: TurnEncoder, observati
     if pixels:
         out["pixel_values"] = torch.cat(pixels)  # [N, d]
         out["image_grid_thw"] = torch.cat(grids)  # [k, 3]
+    for k, parts in videos.items():
+        out[k] = torch.cat(parts)  # the prompt's video then the clips: [M, d] / [1+m, 3] / [1+m]
     return out

@@ -122,6 +122,22 @@ class VLM:
             out[kind] = type(first)(**fields)
         return out
 
+    @staticmethod
+    def select_videos(vision: BaseModelOutputWithPooling, start: int, stop: int) -> BaseModelOutputWithPooling:
+        """Videos ``start .. stop-1`` of one tower output (its per-video fields sliced; see :meth:`merge_vision`)."""
+        fields = {}
+        for name in vision.keys():
+            v = vision[name]
+            if name == "last_hidden_state":
+                continue
+            if isinstance(v, (tuple, list)) and v and isinstance(v[0], (tuple, list)):
+                fields[name] = [tuple(layer[start:stop]) for layer in v]  # per layer
+            elif isinstance(v, (tuple, list)):
+                fields[name] = tuple(v[start:stop])
+            else:
+                fields[name] = v
+        return type(vision)(**fields)
+
     # --------------------------------------------------------------- positions
     def positions(self, prompt: EncodedPrompt) -> tuple[Tensor, int]:
         """3D RoPE positions of the prompt ``[3, 1, P]`` and the text offset after it."""
@@ -142,26 +158,38 @@ class VLM:
                 prompt.positions, prompt.rope_delta = pos, 0
         return prompt.positions, prompt.rope_delta
 
-    def sequence_positions(self, prompt: EncodedPrompt, ids: Tensor, types: Tensor, image_grid_thw: Tensor | None) -> Tensor:
-        """3D RoPE positions ``[3, 1, L]`` of a whole conversation: the prompt's video plus later turns' images.
+    def sequence_positions(self, prompt: EncodedPrompt, ids: Tensor, types: Tensor, image_grid_thw: Tensor | None,
+                           video_grid_thw: Tensor | None = None, second_per_grid_ts: Tensor | None = None) -> Tensor:
+        """3D RoPE positions ``[3, 1, L]`` of a whole conversation: the prompt's video plus later turns' visual inputs.
 
         ``ids [1, L]`` starts with the prompt's tokens; ``types [1, L]`` are its
         modality ids (0 text, 1 image, 2 video); ``image_grid_thw [k, 3]`` the
-        grids of the images in order. The positions of the prompt's part equal
+        grids of the later images in order; ``video_grid_thw [m, 3]`` and
+        ``second_per_grid_ts [m]`` those of the later video clips, which follow
+        the prompt's video. The positions of the prompt's part equal
         :meth:`positions`.
         """
         if not (self.has_mrope and prompt.mm_token_type_ids is not None):
             return torch.arange(ids.shape[1], device=ids.device).view(1, 1, -1).expand(3, 1, -1)  # [3, 1, L]
         vi = prompt.vision_inputs
+        grids, secs = vi.get("video_grid_thw"), vi.get("second_per_grid_ts")
+        if video_grid_thw is not None:
+            grids = torch.cat([grids, video_grid_thw.to(grids)]) if grids is not None else video_grid_thw  # [1+m, 3]
+            if secs is not None and second_per_grid_ts is not None:
+                secs = torch.cat([secs, second_per_grid_ts.to(secs)])  # [1+m]
         pos, _ = self.core.get_rope_index(
-            ids, mm_token_type_ids=types, image_grid_thw=image_grid_thw, video_grid_thw=vi.get("video_grid_thw"),
-            second_per_grid_ts=vi.get("second_per_grid_ts"), attention_mask=torch.ones_like(ids),
+            ids, mm_token_type_ids=types, image_grid_thw=image_grid_thw, video_grid_thw=grids,
+            second_per_grid_ts=secs, attention_mask=torch.ones_like(ids),
         )  # [3, 1, L]
         return pos
 
     def encode_images(self, pixel_values: Tensor, image_grid_thw: Tensor) -> BaseModelOutputWithPooling:
         """Run the vision tower on images (``pixel_values [N, d]``, ``image_grid_thw [k, 3]``): ``mm_encoder_outputs["image"]``."""
         return self.core.get_image_features(pixel_values, image_grid_thw, return_dict=True)
+
+    def encode_videos(self, pixel_values_videos: Tensor, video_grid_thw: Tensor) -> BaseModelOutputWithPooling:
+        """Run the vision tower on later turns' clips (``[N, d]``, ``video_grid_thw [m, 3]``): ``mm_encoder_outputs["video"]``."""
+        return self.core.get_video_features(pixel_values_videos, video_grid_thw, return_dict=True)
 
     def continuation_positions(self, prompt: EncodedPrompt, start: int, length: int, batch: int) -> Tensor:
         """Positions of text tokens ``start .. start+length-1`` after the prompt: ``[3, batch, length]``."""

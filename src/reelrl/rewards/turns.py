@@ -39,6 +39,8 @@ def score_turns(specs: list[RewardSpec], metric_specs: list[RewardSpec], rows: l
         base = row.model_dump()
         for i, (tt, tc) in enumerate(zip(texts_g, cols_g)):
             for k, (text, c) in enumerate(zip(tt, tc)):
+                if c is None:  # an unscored turn (a streaming thought): no reward, NaN in turn<k>/ columns
+                    continue
                 texts.append(text)
                 cols.append({**base, **c})
                 owner.append((gi, i, k))

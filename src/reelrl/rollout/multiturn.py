@@ -15,8 +15,10 @@ or ``max_turns`` model turns were taken.
 
 Positions are exactly those of the whole conversation as one sequence
 (:meth:`reelrl.models.vlm.VLM.sequence_positions`: 3D RoPE over the video of
-the first turn and the images of later turns, text after each visual input
-continuing at its maximum plus one). The trajectory is kept as one
+the first turn and the images and video clips of later turns, text after
+each visual input continuing at its maximum plus one; a later clip's temporal
+ids are spaced by its own ``second_per_grid_ts``, as transformers does for
+several videos in one sequence). The trajectory is kept as one
 *continuation* of the first prompt: every token after it (model turns and
 environment turns) in ``Rollout.tokens [G, T]``, with ``Rollout.mask`` 1 on the
 model's tokens only (the loss never sees environment tokens), and a
@@ -63,14 +65,34 @@ class Continuation:
     pixel_values: Tensor | None = None  # [N, d] patches of every trajectory's later images, row-major, turn order
     image_grid_thw: Tensor | None = None  # [k, 3]
     image_embeds: BaseModelOutputWithPooling | None = None  # their embeddings at rollout time (no grad)
+    pixel_values_videos: Tensor | None = None  # [M, d] patches of every trajectory's later clips, row-major
+    video_grid_thw: Tensor | None = None  # [m, 3]
+    clip_embeds: BaseModelOutputWithPooling | None = None  # their embeddings at rollout time (no grad)
+    clips_per_row: list[int] = field(default_factory=list)  # [G] later clips of each trajectory
 
     def images(self, vlm: VLM, recompute: bool) -> dict:
-        """``mm_encoder_outputs`` entries for the images: cached, or recomputed (a training vision tower)."""
-        if self.pixel_values is None:
-            return {}
-        if recompute or self.image_embeds is None:
-            return {"image": vlm.encode_images(self.pixel_values, self.image_grid_thw)}
-        return {"image": self.image_embeds}
+        """``mm_encoder_outputs`` entries for the later images and clips: cached, or recomputed (a training
+        vision tower)."""
+        out = {}
+        if self.pixel_values is not None:
+            out["image"] = (vlm.encode_images(self.pixel_values, self.image_grid_thw)
+                            if recompute or self.image_embeds is None else self.image_embeds)
+        if self.pixel_values_videos is not None:
+            out["video"] = (vlm.encode_videos(self.pixel_values_videos, self.video_grid_thw)
+                            if recompute or self.clip_embeds is None else self.clip_embeds)
+        return out
+
+    def whole_videos(self, vlm: VLM, video: dict, clips: BaseModelOutputWithPooling | None) -> dict:
+        """``mm_encoder_outputs["video"]`` of G whole conversations: per trajectory the prompt's video, then its
+        clips (the order the model meets their placeholders in a ``[G, P+T]`` batch)."""
+        g = self.positions.shape[1]
+        if clips is None:
+            return vlm.repeat_vision(video, g)
+        parts, at = [], 0
+        for n in self.clips_per_row:
+            parts += [video, {"video": vlm.select_videos(clips, at, at + n)}] if n else [video]
+            at += n
+        return vlm.merge_vision(parts)
 
 
 @dataclass
@@ -89,8 +111,9 @@ class EpisodeGroup:
 
     rollout: Rollout  # tokens [G, T] after the prompt; mask [G, T] 1 on model tokens; context: Continuation
     turn_texts: list[list[str]]  # [G][turns] decoded model turns
-    turn_columns: list[list[dict[str, Any]]]  # [G][turns] reward columns the environment gave each turn
+    turn_columns: list[list[dict[str, Any] | None]]  # [G][turns] reward columns the environment gave each turn
     infos: list[list[dict[str, Any]]] = field(default_factory=list)  # [G][turns]
+    turn_lengths: list[list[int]] = field(default_factory=list)  # [G][turns] model tokens of each turn
 
 
 @dataclass
@@ -101,11 +124,15 @@ class _Traj:
     env: Environment
     cont: list[int] = field(default_factory=list)  # every token after the prompt
     model: list[int] = field(default_factory=list)  # 1 where cont holds a model token
-    types: list[int] = field(default_factory=list)  # modality id per cont token (0 text, 1 image)
-    grids: list[Tensor] = field(default_factory=list)  # [1, 3] per image so far
+    types: list[int] = field(default_factory=list)  # modality id per cont token (0 text, 1 image, 2 video)
+    grids: list[Tensor] = field(default_factory=list)  # [k, 3] per turn with images
     pixels: list[Tensor] = field(default_factory=list)  # [n, d] per turn with images
+    vgrids: list[Tensor] = field(default_factory=list)  # [m, 3] per turn with clips
+    vsecs: list[Tensor] = field(default_factory=list)  # [m] per turn with clips (Qwen2.5-VL)
+    vpixels: list[Tensor] = field(default_factory=list)  # [M, d] per turn with clips
     texts: list[str] = field(default_factory=list)
-    columns: list[dict[str, Any]] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)  # model tokens per turn
+    columns: list[dict[str, Any] | None] = field(default_factory=list)
     infos: list[dict[str, Any]] = field(default_factory=list)
     live: bool = True
     truncated: bool = False
@@ -118,11 +145,13 @@ class _Traj:
         prompt_types = p.mm_token_type_ids if p.mm_token_type_ids is not None else torch.zeros_like(p.input_ids)
         types = torch.cat([prompt_types, torch.tensor([self.types], dtype=prompt_types.dtype, device=dev)], 1)
         grid = torch.cat(self.grids).to(dev) if self.grids else None  # [k, 3]
-        return vlm.sequence_positions(p, ids, types, grid)[:, 0, p.length:]  # [3, C]
+        vgrid = torch.cat(self.vgrids).to(dev) if self.vgrids else None  # [m, 3]
+        vsecs = torch.cat(self.vsecs).to(dev) if self.vsecs else None  # [m]
+        return vlm.sequence_positions(p, ids, types, grid, vgrid, vsecs)[:, 0, p.length:]  # [3, C]
 
 
 def _append_turn(vlm: VLM, state: DecodeState, trajs: list[_Traj], fed: list[int],
-                 turns: dict[int, TurnTokens], pad_id: int, image_id: int) -> None:
+                 turns: dict[int, TurnTokens], pad_id: int, type_of: dict[int, int]) -> None:
     """Feed each live row its unfed model token(s) and its next user turn in one cached forward pass."""
     dev = state.logits.device
     chunks: list[list[int]] = []
@@ -134,10 +163,15 @@ def _append_turn(vlm: VLM, state: DecodeState, trajs: list[_Traj], fed: list[int
         t = turns[i]
         tr.cont += t.ids
         tr.model += [0] * len(t.ids)
-        tr.types += [1 if tok == image_id else 0 for tok in t.ids]
+        tr.types += [type_of.get(tok, 0) for tok in t.ids]
         if t.image_grid_thw is not None:
             tr.grids.append(t.image_grid_thw)
             tr.pixels.append(t.pixel_values)
+        if t.video_grid_thw is not None:
+            tr.vgrids.append(t.video_grid_thw)
+            tr.vpixels.append(t.pixel_values_videos)
+            if t.second_per_grid_ts is not None:
+                tr.vsecs.append(t.second_per_grid_ts)
         chunks.append(pending + t.ids)
     width = max(len(c) for c in chunks)
     ids = torch.full((len(trajs), width), pad_id, dtype=torch.long, device=dev)  # [N, L]
@@ -149,10 +183,14 @@ def _append_turn(vlm: VLM, state: DecodeState, trajs: list[_Traj], fed: list[int
             mask[i, : len(c)] = 1
             pos[:, i, : len(c)] = trajs[i].positions(vlm)[:, -len(c):]
     images = [turns[i] for i in sorted(turns) if turns[i].pixel_values is not None]
+    clips = [turns[i] for i in sorted(turns) if turns[i].pixel_values_videos is not None]
     mm = {}
     if images:
-        mm = {"image": vlm.encode_images(torch.cat([t.pixel_values for t in images]).to(dev),
-                                         torch.cat([t.image_grid_thw for t in images]).to(dev))}
+        mm["image"] = vlm.encode_images(torch.cat([t.pixel_values for t in images]).to(dev),
+                                        torch.cat([t.image_grid_thw for t in images]).to(dev))
+    if clips:
+        mm["video"] = vlm.encode_videos(torch.cat([t.pixel_values_videos for t in clips]).to(dev),
+                                        torch.cat([t.video_grid_thw for t in clips]).to(dev))
     state.mask = torch.cat([state.mask, mask], dim=1)  # [N, K+L]
     out = vlm.model(input_ids=ids, attention_mask=state.mask, position_ids=pos, cache=state.cache, use_cache=True,
                     mm_encoder_outputs=mm or None)
@@ -180,6 +218,7 @@ def rollout_episodes(
     trajs = [_Traj(r.prompt, env) for r in requests for env in r.envs]
     max_turns = max(env.max_turns for env in (t.env for t in trajs))
     tok = turn_encoder.processor
+    type_of = {tok.video_token_id: 2, **({tok.image_token_id: 1} if tok.image_token_id is not None else {})}
     for k in range(max_turns):
         starts = [len(t.cont) for t in trajs]
         seqs = decode_loop(vlm, state, params, gens)
@@ -200,16 +239,18 @@ def rollout_episodes(
             text = tok.decode(seq, skip_special_tokens=True)
             step = tr.env.step(text)
             tr.texts.append(text)
+            tr.lengths.append(len(seq))
             tr.columns.append(step.columns)
             tr.infos.append(step.info)
             if step.observation is None or len(tr.texts) >= tr.env.max_turns:
                 tr.live = False
                 continue
             closed = bool(seq) and seq[-1] == tok.end_of_turn_id
-            turns[i] = turn_encoder.encode(step.observation.text, step.observation.images, closed)
+            obs = step.observation
+            turns[i] = turn_encoder.encode(obs.text, obs.images, closed, obs.clips)
         if not turns:
             break
-        _append_turn(vlm, state, trajs, fed, turns, params.pad_id, tok.image_token_id)
+        _append_turn(vlm, state, trajs, fed, turns, params.pad_id, type_of)
     return _pack(vlm, requests, trajs, params.pad_id)
 
 
@@ -229,13 +270,20 @@ def _pack(vlm: VLM, requests: list[EpisodeRequest], trajs: list[_Traj], pad_id: 
                 pos[:, i, : len(t.cont)] = t.positions(vlm)
         pixels = [p for t in mine for p in t.pixels]
         grids = [g for t in mine for g in t.grids]
-        ctx = Continuation(pos)
+        dev = ro.tokens.device
+        ctx = Continuation(pos, clips_per_row=[sum(int(g.shape[0]) for g in t.vgrids) for t in mine])
         if pixels:
-            ctx.pixel_values = torch.cat(pixels).to(ro.tokens.device)  # [N, d]
-            ctx.image_grid_thw = torch.cat(grids).to(ro.tokens.device)  # [k, 3]
+            ctx.pixel_values = torch.cat(pixels).to(dev)  # [N, d]
+            ctx.image_grid_thw = torch.cat(grids).to(dev)  # [k, 3]
             ctx.image_embeds = vlm.encode_images(ctx.pixel_values, ctx.image_grid_thw)
+        vpixels = [p for t in mine for p in t.vpixels]
+        if vpixels:
+            ctx.pixel_values_videos = torch.cat(vpixels).to(dev)  # [M, d]
+            ctx.video_grid_thw = torch.cat([g for t in mine for g in t.vgrids]).to(dev)  # [m, 3]
+            ctx.clip_embeds = vlm.encode_videos(ctx.pixel_values_videos, ctx.video_grid_thw)
         ro.context = ctx
-        out.append(EpisodeGroup(ro, [t.texts for t in mine], [t.columns for t in mine], [t.infos for t in mine]))
+        out.append(EpisodeGroup(ro, [t.texts for t in mine], [t.columns for t in mine], [t.infos for t in mine],
+                                [t.lengths for t in mine]))
     return out
 
 
@@ -265,8 +313,9 @@ def continuation_logits(
     pos, _ = vlm.positions(prompt)
     ids = torch.cat([prompt.input_ids.expand(g, -1), tokens], dim=1)  # [G, P+T]
     video = vision if vision is not None else vlm.encode_vision(prompt)
+    videos = ctx.whole_videos(vlm, video, images.pop("video", None))
     out = vlm.model(input_ids=ids, attention_mask=torch.ones_like(ids),
                     position_ids=torch.cat([pos.expand(3, g, -1), ctx.positions], dim=2),  # [3, G, P+T]
                     use_cache=False, logits_to_keep=t + 1,
-                    mm_encoder_outputs={**vlm.repeat_vision(video, g), **images})
+                    mm_encoder_outputs={**videos, **images})
     return out.logits[:, :-1, :]  # [G, T, V]
