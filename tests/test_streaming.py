@@ -224,3 +224,17 @@ def test_vst_recipe_runs_sft_eval_rl_eval_and_reports_latency(stream_gym, tiny_m
     assert sample["turn_columns"][0] is None and sample["turn_columns"][-1] == {}
     m = json.loads((tmp_path / "run" / "2-rl" / "metrics.jsonl").read_text().splitlines()[0])
     assert "reward/accuracy/mean" in m and math.isnan(m["reward/turn1/accuracy/mean"])
+
+
+def test_an_environment_reward_enters_through_env_reward():
+    from reelrl.data.schema import VideoRow
+
+    row = VideoRow(id="r", video="v.mp4", question="q", answer="x", problem_type="free_form")
+    texts = [[["a", "b"], ["c"]]]
+    cols = [[[{"env_reward": 0.25}, {"env_reward": 0.5}], [{"env_reward": -1.0}]]]
+    ((reward, per),) = score_turns([RewardSpec("env_reward", 2.0)], [RewardSpec("format", 0.0)], [row], texts, cols, 2)
+    assert reward.tolist() == [1.5, -2.0]  # 2 * (0.25 + 0.5), 2 * -1
+    assert per["turn2/env_reward"][0] == 0.5 and math.isnan(float(per["turn2/env_reward"][1]))
+    with pytest.raises(ValueError, match="env_reward must be a finite number"):
+        score_turns([RewardSpec("env_reward", 1.0)], [RewardSpec("format", 0.0)], [row], [[["a"]]],
+                    [[[{"env_reward": float("nan")}]]], 1)

@@ -15,6 +15,14 @@ the turn's decoded text and gets a :class:`Turn` back:
   visual input encoded once and appended to the cached context), or ``None``
   to end the episode.
 
+In the usual terms of an RL environment: *reset* is the factory (with
+``prompt_row``) and the row's prompt is the first observation; *step(text)*
+returns the next observation, ``observation is None`` is *done*, and the
+reward is the recipe's: its registered rewards over the turn's columns, of
+which ``env_reward`` reads a reward the environment computed itself
+(``columns["env_reward"]``); ``columns=None`` gives the turn no reward (per-turn
+or final-only rewards).
+
 An environment is built per trajectory by a factory registered in
 :data:`ENVS`: ``factory(row, video, **kwargs)`` with the row and the frames
 the model saw (:class:`reelrl.video.decode.SampledVideo`); recipes name it in

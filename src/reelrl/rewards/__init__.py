@@ -19,6 +19,7 @@ from reelrl.rewards.functions import REWARDS, RewardFn, score_answer
 from reelrl.rewards import clues as _clues  # noqa: F401 - registers clue, clue_format
 from reelrl.rewards import judge as _judge  # noqa: F401 - registers judge (rule / local-model judges)
 from reelrl.rewards import stvg as _stvg  # noqa: F401 - registers stvg (STVG-R1: tIoU + ID + format)
+from reelrl.rewards import turns as _turns  # noqa: F401 - registers env_reward (an environment's own reward)
 
 __all__ = [
     "REWARDS",

@@ -20,8 +20,22 @@ from torch import Tensor
 
 from reelrl.data.schema import VideoRow
 from reelrl.rewards.combine import RewardSpec, compute_rewards
+from reelrl.rewards.functions import REWARDS
 
 __all__ = ["score_turns"]
+
+
+@REWARDS.register("env_reward")
+def env_reward(completions: list[Any], env_reward: list[Any] | None = None, **columns: Any) -> list[float | None]:
+    """The reward an environment computed itself for a turn (``Turn.columns["env_reward"]``; None where it gave
+    none): how an environment's ``step -> reward`` enters a recipe's ``rl.rewards``."""
+    values = env_reward if env_reward is not None else [None] * len(completions)
+    out: list[float | None] = []
+    for v in values:
+        if v is not None and not (isinstance(v, (int, float)) and math.isfinite(v)):
+            raise ValueError(f"env_reward must be a finite number or None, got {v!r}")
+        out.append(None if v is None else float(v))
+    return out
 
 
 def score_turns(specs: list[RewardSpec], metric_specs: list[RewardSpec], rows: list[VideoRow],
