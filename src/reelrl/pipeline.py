@@ -352,6 +352,16 @@ class Pipeline:
             return json.loads(gym_json.read_text()).get("chance_accuracy")
         return None
 
+    def chance_critic(self, per_task: dict) -> dict:
+        """The chance row's ``progress_mae`` (a constant 0.5 guess, gym.json ``chance_progress_mae``) for the
+        evaluated progress tasks; empty when there are none."""
+        gym_json = Path(self.cfg.data.gym.dir) / "gym.json"
+        if not (self.cfg.data.gym.enabled and gym_json.is_file()):
+            return {}
+        mae = json.loads(gym_json.read_text()).get("chance_progress_mae", {})
+        got = {t: v["constant_0.5"] for t, v in mae.items() if t in per_task}
+        return {"progress_mae": got} if got else {}
+
     def summarize(self, results: list[dict]) -> dict:
         evals = [r for r in results if r["kind"] == "eval"]
         if evals and "levels" in evals[0]:  # eval.levels: one column per level (reelrl.eval.levels)
@@ -368,12 +378,12 @@ class Pipeline:
             n = sum(v["n"] for v in per.values())
             overall = sum(chance.get(t, 0.0) * v["n"] for t, v in per.items()) / max(1, n)
             rows.append({"model": "chance", "accuracy": overall, "mean_reward": None, "consistent": None,
-                         "per_task": {t: chance.get(t) for t in per}})
+                         "per_task": {t: chance.get(t) for t in per}, **self.chance_critic(per)})
         for r in evals:
             rows.append({"model": r["label"], "accuracy": r["accuracy"], "mean_reward": r["mean_reward"],
                          "format": r["format"], "consistent": r.get("consistent"),
                          "claim_correct": r.get("claim_correct"),
-                         "per_task": {t: v["accuracy"] for t, v in r["per_task"].items()}})
+                         "per_task": {t: v["accuracy"] for t, v in r["per_task"].items()}, **critic_columns(r)})
         summary = {"recipe": self.cfg.name, "seed": self.cfg.seed, "split": self.cfg.eval.split, "rows": rows}
         if not self.dims.is_main:
             return summary
@@ -385,19 +395,36 @@ class Pipeline:
     def _print_summary(self, summary: dict) -> None:
         rows = summary["rows"]
         tasks = list(rows[-1]["per_task"])
+        mae_tasks = list(rows[-1].get("progress_mae", {}))  # progress critics: MAE columns after the accuracies
+        mae_cols = [f"{t} MAE" for t in mae_tasks]
         table = Table(title=f"{summary['recipe']} (seed {summary['seed']}): held-out {summary['split']} accuracy")
-        for col in ["model", "accuracy", "mean reward", *tasks, "answer = claim"]:
+        for col in ["model", "accuracy", "mean reward", *tasks, *mae_cols, "answer = claim"]:
             table.add_column(col, justify="left" if col == "model" else "right")
-        md = ["| model | accuracy | mean reward | " + " | ".join(tasks) + " | answer = claim |",
-              "|---" * (4 + len(tasks)) + "|"]
+        md = ["| model | accuracy | mean reward | " + " | ".join([*tasks, *mae_cols]) + " | answer = claim |",
+              "|---" * (4 + len(tasks) + len(mae_cols)) + "|"]
 
         def num(x: float | None) -> str:
             return "-" if x is None else f"{x:.3f}"
 
         for r in rows:
             cells = [r["model"], num(r["accuracy"]), num(r["mean_reward"])]
-            cells += [f"{r['per_task'].get(t, float('nan')):.3f}" for t in tasks] + [num(r.get("consistent"))]
+            cells += [f"{r['per_task'].get(t, float('nan')):.3f}" for t in tasks]
+            cells += [num(r.get("progress_mae", {}).get(t)) for t in mae_tasks] + [num(r.get("consistent"))]
             table.add_row(*cells)
             md.append("| " + " | ".join(cells) + " |")
         Console().print(table)
         (self.run_dir / "summary.md").write_text("\n".join(md) + "\n")
+
+
+def critic_columns(result: dict) -> dict:
+    """A summary row's progress-critic columns from an eval result: ``progress_mae`` and ``failure_accuracy``
+    per task (:mod:`reelrl.eval.critic`); empty for evaluations without such tasks."""
+    per = result.get("per_task", {})
+    out = {}
+    mae = {t: v["progress"]["mae"] for t, v in per.items() if "progress" in v}
+    fail = {t: v["failure_detection"]["accuracy"] for t, v in per.items() if "failure_detection" in v}
+    if mae:
+        out["progress_mae"] = mae
+    if fail:
+        out["failure_accuracy"] = fail
+    return out

@@ -329,7 +329,7 @@ def claims(text: str, row: VideoRow) -> list[tuple[int, str]]:
 
     ``multiple_choice``: each mention of an option text (word-bounded, numbers
     not followed by a decimal part) or of a letter in "answer/option/choice
-    X" or "(X)" form -> the letter. ``numerical`` / ``regression``: each
+    X" or "(X)" form -> the letter. ``numerical`` / ``regression`` / ``progress``: each
     number -> rounded to 2 decimals. Other types: no claims.
     """
     found: list[tuple[int, str]] = []
@@ -346,7 +346,7 @@ def claims(text: str, row: VideoRow) -> list[tuple[int, str]]:
             letter = m.group(1) or m.group(2)
             if letter in valid:
                 found.append((m.start(), letter))
-    elif row.problem_type in ("numerical", "regression"):
+    elif row.problem_type in ("numerical", "regression", "progress"):
         found = [(m.start(), _number_key(float(m.group(0)))) for m in _NUMBER.finditer(text)]
     return sorted(found)
 
@@ -367,7 +367,7 @@ def normalised_answer(answer: str | None, row: VideoRow) -> str | None:
             found = claims(answer, row)
             letter = found[-1][1] if found else None
         return letter
-    if row.problem_type in ("numerical", "regression"):
+    if row.problem_type in ("numerical", "regression", "progress"):
         x = parse_number(answer)
         return None if x is None else _number_key(x)
     return answer.strip()

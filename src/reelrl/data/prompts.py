@@ -16,6 +16,11 @@ not at all), so a plain keyed executor is used rather than an ordered iterator.
 Every prompt records where its video came from in ``meta`` (``video``,
 ``sampling``, ``variant``): the on-disk embedding cache
 (:mod:`reelrl.models.embed_cache`) keys on them.
+
+A row's extra images (``VideoRow.images``: PRIMO R1's initial- and
+current-state images, :mod:`reelrl.data.images`) go into the same user turn,
+before or after the video; the prompt carries their patches beside the
+video's and :meth:`reelrl.models.vlm.VLM.encode_vision` encodes them once.
 """
 
 from __future__ import annotations
@@ -29,11 +34,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from reelrl.data.images import row_images
 from reelrl.data.schema import VideoRow
 from reelrl.data.templates import PromptTemplate, Stage, get_template
 from reelrl.models.processing import encode_prompt, encode_sft_example
 from reelrl.models.turns import TurnEncoder, extend_sft_example
-from reelrl.models.vlm import VISION_KEYS, EncodedPrompt
+from reelrl.models.vlm import PROMPT_KEYS, EncodedPrompt
 from reelrl.video.decode import SampledVideo, VideoError, load_video
 from reelrl.video.sample import VideoSampling
 from reelrl.video.transforms import FrameTransform
@@ -99,12 +105,17 @@ class PromptEncoder:
         except VideoError as e:
             raise VideoError(f"row {row.id}: {e}") from None
 
+    def images(self, row: VideoRow, video: SampledVideo) -> tuple[list, list]:
+        """The row's extra images (``VideoRow.images``) before and after its video (:func:`row_images`)."""
+        spec = getattr(self.processor, "spec", None)
+        return row_images(row, video, spec.factor if spec is not None else 28)
+
     def _to_prompt(self, key: str, enc: dict) -> EncodedPrompt:
         dev = self.device
         return EncodedPrompt(
             key=key,
             input_ids=enc["input_ids"].to(dev),
-            vision_inputs={k: enc[k].to(dev) for k in VISION_KEYS if k in enc},
+            vision_inputs={k: enc[k].to(dev) for k in PROMPT_KEYS if k in enc},
             mm_token_type_ids=enc["mm_token_type_ids"].to(dev) if "mm_token_type_ids" in enc else None,
         )
 
@@ -120,7 +131,9 @@ class PromptEncoder:
         self.check_length(row, text)
         video = self.frames(row)
         frames = transform(video.frames) if transform is not None else video.frames  # [T, H, W, 3]
-        enc = encode_prompt(self.processor, text, frames, video.fps, system=self.system)
+        before, after = self.images(row, video)  # [H, W, 3] each; a frame transform edits the video only
+        enc = encode_prompt(self.processor, text, frames, video.fps, system=self.system, images_before=before,
+                            images_after=after)
         self.check_length(row, tokens=int(enc["input_ids"].shape[-1]))
         prompt = self._to_prompt(key, enc)
         prompt.meta.update(
@@ -218,8 +231,10 @@ class PromptEncoder:
         :meth:`check_length` first)."""
         self.check_length(row, self.user_text(row))
         video = self.frames(row)
+        before, after = self.images(row, video)  # [H, W, 3] each
         return encode_sft_example(
-            self.processor, self.user_text(row), video.frames, video.fps, target, system=self.system
+            self.processor, self.user_text(row), video.frames, video.fps, target, system=self.system,
+            images_before=before, images_after=after,
         )
 
     def encode_sft_episode(self, row: VideoRow, targets: list[str], observations: list) -> dict:

@@ -17,13 +17,22 @@ answer        gold answer: a letter ("B") for ``multiple_choice``, a comma
               ``time_span``), ``"[x1, y1, x2, y2]"`` pixels for ``box``,
               ``"Target ID: k, Time range: s to e"`` for
               ``spatio_temporal_grounding`` (STVG-R1's object-ID answer,
-              :mod:`reelrl.data.target_ids`), free text otherwise.
+              :mod:`reelrl.data.target_ids`), a number in the row's progress range
+              (``meta["progress_range"]``, default [0, 1]) for ``progress``
+              (PRIMO R1's progress estimate), free text otherwise.
 problem_type  one of :data:`PROBLEM_TYPES`; selects the accuracy reward.
 task          task family name, used for per-family metrics ("count", ...).
 reasoning     optional reasoning trace (text that goes inside <think>) for SFT.
 time_span     optional [start, end] seconds of the relevant moment (finite,
               0 <= start <= end).
 difficulty    optional difficulty in [0, 1] (curricula, augmentation).
+images        optional extra images shown in the same user turn as the video, in
+              order: a list of ``{"role": ..., "path": ... | "frame": ...,
+              "position": "before" | "after"}`` (:class:`ImageRef`): an image
+              file, or a frame index of the row's own video (negative counts
+              from the end, -1 = its last frame); ``before`` images precede the
+              video, ``after`` images follow it (PRIMO R1's initial-state image,
+              video, current-state image).
 meta          free-form dict carried along (seed, generator parameters, ...).
 """
 
@@ -58,6 +67,7 @@ ProblemType = Literal[
     "temporal_grounding",
     "box",
     "spatio_temporal_grounding",
+    "progress",
 ]
 PROBLEM_TYPES: tuple[str, ...] = get_args(ProblemType)
 
@@ -66,6 +76,32 @@ LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 class DataError(ValueError):
     """Bad dataset input; the message names the file and line (or row id)."""
+
+
+class ImageRef(BaseModel):
+    """One extra image of a row's prompt (the ``images`` field): a file or a frame of the row's video."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: str = Field(min_length=1)  # what it shows ("initial_state", "current_state", ...); named in the text
+    path: str | None = None  # an image file (PNG, JPEG, ...), relative to the JSONL file's directory
+    frame: int | None = None  # a frame index of the row's video (negative: from the end)
+    position: Literal["before", "after"] = "after"  # before or after the video in the user turn
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ImageRef":
+        if (self.path is None) == (self.frame is None):
+            raise ValueError(f"image {self.role!r} needs exactly one of path and frame")
+        return self
+
+
+def progress_range(meta: dict[str, Any]) -> tuple[float, float]:
+    """The ``(low, high)`` range of a ``progress`` row's answer: ``meta["progress_range"]``, default ``(0, 1)``."""
+    rng = meta.get("progress_range", (0.0, 1.0))
+    if (not isinstance(rng, (list, tuple)) or len(rng) != 2
+            or not all(isinstance(x, (int, float)) and math.isfinite(x) for x in rng) or not rng[0] < rng[1]):
+        raise ValueError(f"field meta.progress_range: must be [low, high] with low < high, got {rng!r}")
+    return float(rng[0]), float(rng[1])
 
 
 class VideoRow(BaseModel):
@@ -84,6 +120,20 @@ class VideoRow(BaseModel):
     time_span: tuple[float, float] | None = None
     difficulty: float | None = Field(default=None, ge=0.0, le=1.0)
     meta: dict[str, Any] = Field(default_factory=dict)
+    images: list[ImageRef] | None = None
+
+    @field_validator("images")
+    @classmethod
+    def _images_ordered(cls, v: list[ImageRef] | None) -> list[ImageRef] | None:
+        if v is not None:
+            if not v:
+                raise ValueError("images is empty (leave the field out for a video-only prompt)")
+            after = [i for i, im in enumerate(v) if im.position == "after"]
+            for i, im in enumerate(v):
+                if im.position == "before" and after and i > after[0]:
+                    raise ValueError(f"images[{i}].position: a 'before' image is listed after the 'after' image "
+                                     f"images[{after[0]}]; list the images in prompt order")
+        return v
 
     @field_validator("options")
     @classmethod
@@ -118,6 +168,15 @@ class VideoRow(BaseModel):
                 float(self.answer)
             except ValueError:
                 raise ValueError(f"{self.problem_type} answer must be a number, got {self.answer!r}") from None
+        elif self.problem_type == "progress":
+            lo, hi = progress_range(self.meta)
+            try:
+                x = float(self.answer)
+            except ValueError:
+                raise ValueError(f"field answer: a progress answer must be a number, got {self.answer!r}") from None
+            if not (math.isfinite(x) and lo <= x <= hi):
+                raise ValueError(f"field answer: progress {self.answer!r} lies outside the progress range "
+                                 f"[{lo:g}, {hi:g}]")
         elif self.problem_type == "box":
             box = parse_box(self.answer)
             if box is None or box[2] <= box[0] or box[3] <= box[1]:
@@ -153,6 +212,18 @@ class VideoRow(BaseModel):
     def resolved_video(self, base: Path | str | None) -> Path:
         p = Path(self.video)
         return p if p.is_absolute() or base is None else Path(base) / p
+
+    def resolved_images(self, base: Path | str | None) -> list[ImageRef] | None:
+        """``images`` with file paths made absolute against ``base`` (as :meth:`resolved_video`)."""
+        if self.images is None:
+            return None
+        out = []
+        for im in self.images:
+            p = Path(im.path) if im.path is not None else None
+            if p is not None and not p.is_absolute() and base is not None:
+                im = im.model_copy(update={"path": str(Path(base) / p)})
+            out.append(im)
+        return out
 
 
 def describe_errors(e: ValidationError) -> str:
@@ -242,7 +313,11 @@ def load_jsonl(path: str | Path, *, check_videos: bool = True) -> list[VideoRow]
                 problem = video_path_problem(video)
                 if problem:
                     raise DataError(f"{where}: {problem}: {video}")
-            rows.append(row.model_copy(update={"video": str(video)}))
+            images = row.resolved_images(path.parent)
+            for i, im in enumerate(images or []):
+                if check_videos and im.path is not None and not Path(im.path).is_file():
+                    raise DataError(f"{where}: field images[{i}].path: image file not found: {im.path}")
+            rows.append(row.model_copy(update={"video": str(video), "images": images}))
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows

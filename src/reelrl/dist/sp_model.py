@@ -235,6 +235,9 @@ def sp_encode_vision(vlm: VLM, prompt: EncodedPrompt, group: env.Group = None) -
     _check_supported(vlm)
     visual = vlm.vision_tower()
     vi = prompt.vision_inputs
+    if "pixel_values" in vi:
+        raise NotImplementedError("reelrl.dist.sp_model: prompts with extra images (VideoRow.images) are not "
+                                  "sharded; raise parallel.sp_threshold above their length")
     grid = vi["video_grid_thw"]  # [n_videos, 3]
     emb = encode_video_sharded(visual, vi["pixel_values_videos"], grid, group)  # [n_tokens, D]
     merge = int(visual.spatial_merge_size)

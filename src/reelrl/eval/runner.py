@@ -14,6 +14,7 @@ from reelrl.data.answers import extract_choice, extract_tag, final_claim, normal
 from reelrl.data.prompts import PromptEncoder
 from reelrl.data.schema import VideoRow
 from reelrl.dist.parallel import ParallelDims
+from reelrl.eval.critic import add_critic
 from reelrl.eval.pairs import add_paired
 from reelrl.models.vlm import VLM
 from reelrl.monitor.progress import progress_bar
@@ -125,7 +126,8 @@ def score_samples(
     with each task's ``n``, ``accuracy``, ``accuracy_benchmark`` and rates (and ``paired``,
     :func:`reelrl.eval.pairs.paired_consistency`, for families of counterexample pairs; ``grounding``
     for grounding tasks: mIoU and R@m, and for object-ID grounding also ``id_accuracy``, ``m_vIoU`` and
-    ``vIoU@m``, :func:`reelrl.rewards.stvg.id_grounding_metrics`).
+    ``vIoU@m``, :func:`reelrl.rewards.stvg.id_grounding_metrics`; ``progress`` for tasks of progress rows:
+    the MAE, and ``failure_detection`` for failure-detection rows: the accuracy, :mod:`reelrl.eval.critic`).
     """
     texts = [t for _, t, _ in samples]
     cols = {k: [r.model_dump()[k] for r, _, _ in samples] for k in samples[0][0].model_dump()}
@@ -159,6 +161,7 @@ def score_samples(
         **({"grounding": grounding_metrics(ious)} if ious else {}),
     }
     add_paired(result, [row for row, _, _ in samples], acc.tolist())  # per_task[k]["paired"] for grouped families
+    add_critic(result, [row for row, _, _ in samples], texts, acc.tolist())  # progress MAE, failure detection
     records = [{
         "id": row.id, "task": row.task, "answer": row.answer, "completion": text, "length": n,
         "accuracy": float(acc[i]), "accuracy_benchmark": bench[i], "format": float(fmt[i]),
@@ -276,6 +279,13 @@ def print_eval(result: dict, title: str = "evaluation", chance: dict[str, float]
                    if "id_accuracy" in g else "  (accuracy above is the mIoU)")
             Console().print(f"{task}: mIoU {g['mIoU']:.3f}  " + "  ".join(
                 f"R@{m:g} {g[f'R@{m:g}']:.3f}" for m in IOU_THRESHOLDS) + ids)
+        if "progress" in v:
+            p = v["progress"]
+            parsed = "-" if p["mae_parsed"] is None else f"{p['mae_parsed']:.3f}"
+            Console().print(f"{task}: progress MAE {p['mae']:.3f} (unparsed = the whole range), {parsed} over the "
+                            f"{p['parsed']:.0%} parsed answers")
+        if "failure_detection" in v:
+            Console().print(f"{task}: failure-detection accuracy {v['failure_detection']['accuracy']:.3f}")
         if "paired" in v:
             Console().print(f"{task}: paired consistency {v['paired']['consistency']:.3f} over "
                             f"{v['paired']['pairs']} pairs (every member of a counterexample pair right)")

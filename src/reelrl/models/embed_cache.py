@@ -321,11 +321,13 @@ class VideoEmbeddingCache:
         """``vlm.encode_vision(prompt)`` through the cache (a miss computes and stores it).
 
         The prompt must carry ``meta["video"]`` and ``meta["sampling"]`` (set by
-        :class:`reelrl.data.prompts.PromptEncoder`); otherwise, or when it was
-        built with an unnamed frame transform, the tower runs and nothing is stored.
+        :class:`reelrl.data.prompts.PromptEncoder`); otherwise, when it was
+        built with an unnamed frame transform, or when it holds extra images
+        (the key names the video only), the tower runs and nothing is stored.
         """
         meta = prompt.meta
-        if "video" not in meta or "sampling" not in meta or meta.get("unnamed_transform"):
+        if ("video" not in meta or "sampling" not in meta or meta.get("unnamed_transform")
+                or "pixel_values" in prompt.vision_inputs):  # extra images (VideoRow.images): keyed on the video only
             self.stats.uncacheable += 1
             return vlm.encode_vision(prompt)
         grid = prompt.vision_inputs["video_grid_thw"].cpu()  # [1, 3]

@@ -344,12 +344,16 @@ def write_processor_files(out_dir: str | Path, tokenizer: Any, chat_template: st
 
 
 # ---------------------------------------------------------------------- public API
-def build_messages(prompt_text: str, system: str | None = None) -> list[dict[str, Any]]:
-    """Chat messages for one video question: [system?] + user turn with a video then the text."""
+def build_messages(prompt_text: str, system: str | None = None, images_before: int = 0,
+                   images_after: int = 0) -> list[dict[str, Any]]:
+    """Chat messages for one video question: [system?] + user turn with ``images_before`` images, the video,
+    ``images_after`` images, then the text (PRIMO R1's initial-state image, video, current-state image)."""
     messages: list[dict[str, Any]] = []
     if system is not None:
         messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
-    messages.append({"role": "user", "content": [{"type": "video"}, {"type": "text", "text": prompt_text}]})
+    content = ([{"type": "image"}] * images_before + [{"type": "video"}] + [{"type": "image"}] * images_after
+               + [{"type": "text", "text": prompt_text}])
+    messages.append({"role": "user", "content": [dict(c) for c in content]})
     return messages
 
 
@@ -428,8 +432,14 @@ def encode_prompt(
     *,
     system: str | None = None,
     frame_times: Sequence[float] | None = None,
+    images_before: Sequence[np.ndarray] = (),
+    images_after: Sequence[np.ndarray] = (),
 ) -> dict[str, torch.Tensor]:
     """Encode one (question, clip) pair into model inputs, generation prompt included.
+
+    ``images_before`` / ``images_after``: uint8 ``[H, W, 3]`` images shown before / after the video in the
+    same user turn (sizes multiples of ``spec.factor``; never resized), patchified as transformers'
+    Qwen2-VL image processor does (:func:`encode_images`); they add ``pixel_values`` and ``image_grid_thw``.
 
     Args:
         processor: a :class:`ReelProcessor`.
@@ -455,16 +465,23 @@ def encode_prompt(
         raise ValueError(f"frame_times has {len(frame_times)} entries for {n_frames} frames")
     pixel_values, grid = patchify_frames(frames, spec)  # [N, C*tp*p*p]
 
-    text = processor.apply_chat_template(build_messages(prompt_text, system), add_generation_prompt=True)
+    images = [*images_before, *images_after]
+    messages = build_messages(prompt_text, system, len(images_before), len(images_after))
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
     n_slots = text.count(processor.video_token)
     if n_slots != 1:
         raise ValueError(f"chat template produced {n_slots} {processor.video_token} slots for one video")
     text = text.replace(video_slot(processor, text), processor.video_placeholder(grid, frame_times))
+    image_pixels, image_grids = encode_images(processor, images)  # [N_img, C*tp*p*p], [k, 3]
+    if images:
+        text = expand_image_slots(processor, text, image_grids.tolist())
     ids = torch.tensor([processor.tokenizer(text)["input_ids"]], dtype=torch.long)  # [1, P]
     n_video = int((ids == processor.video_token_id).sum())
     expected = grid[0] * grid[1] * grid[2] // spec.merge_size**2
     if n_video != expected:
         raise RuntimeError(f"tokenizer produced {n_video} video tokens, expected {expected}")
+    if images and int((ids == processor.image_token_id).sum()) != int(image_pixels.shape[0]) // spec.merge_size**2:
+        raise RuntimeError("tokenizer produced another number of image tokens than the images' patches need")
 
     out: dict[str, torch.Tensor] = {
         "input_ids": ids,  # [1, P]
@@ -475,6 +492,42 @@ def encode_prompt(
     }
     if processor.emits_second_per_grid_ts:
         out["second_per_grid_ts"] = torch.tensor([spec.temporal_patch_size / fps], dtype=torch.float32)  # [1]
+    if images:
+        out["pixel_values"] = image_pixels  # [N_img, C*tp*p*p]
+        out["image_grid_thw"] = image_grids  # [k, 3]
+    return out
+
+
+def encode_images(processor: ReelProcessor, images: Sequence[np.ndarray]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Patchify still images as transformers' Qwen2-VL image processor does for an image already at a multiple
+    of ``patch * merge`` (the image repeated ``temporal_patch_size`` times): ``pixel_values [N, C*tp*p*p]`` of
+    all images in order and ``image_grid_thw [k, 3]`` (one ``(1, h, w)`` per image); ``(None, None)`` for none."""
+    if not images:
+        return None, None
+    if processor.image_token_id is None:
+        raise ValueError(f"the tokenizer of this {processor.family} checkpoint has no {processor.image_token!r} token")
+    parts, grids = [], []
+    for k, img in enumerate(images):
+        if not (isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[-1] == 3 and img.dtype == np.uint8):
+            raise ValueError(f"image {k} must be a [H, W, 3] uint8 array, got {getattr(img, 'shape', type(img))} "
+                             f"{getattr(img, 'dtype', '')}")
+        if img.shape[0] % processor.spec.factor or img.shape[1] % processor.spec.factor:
+            raise ValueError(f"image {k} of {img.shape[0]}x{img.shape[1]} is not a multiple of "
+                             f"{processor.spec.factor} (patch_size*merge_size); images are never resized here")
+        pv, grid = patchify_frames(img[None], processor.spec)  # [h*w, C*tp*p*p], (1, h, w)
+        parts.append(pv)
+        grids.append(grid)
+    return torch.cat(parts), torch.tensor(grids, dtype=torch.long)  # [N, C*tp*p*p], [k, 3]
+
+
+def expand_image_slots(processor: ReelProcessor, text: str, grids: list[list[int]]) -> str:
+    """Replace the template's k ``<|image_pad|>`` slots, in order, by ``t*h*w / merge**2`` pads each."""
+    pieces = text.split(processor.image_token)
+    if len(pieces) - 1 != len(grids):
+        raise ValueError(f"the chat template wrote {len(pieces) - 1} image slots for {len(grids)} images")
+    out = pieces[0]
+    for piece, (t, h, w) in zip(pieces[1:], grids):
+        out += processor.image_token * (t * h * w // processor.spec.merge_size**2) + piece
     return out
 
 
@@ -495,8 +548,10 @@ def encode_sft_example(
     target_text: str,
     *,
     system: str | None = None,
+    images_before: Sequence[np.ndarray] = (),
+    images_after: Sequence[np.ndarray] = (),
 ) -> dict[str, torch.Tensor]:
-    """Encode prompt + assistant answer for supervised fine-tuning.
+    """Encode prompt + assistant answer for supervised fine-tuning (images as in :func:`encode_prompt`).
 
     The assistant tokens are ``tokenize(target_text + end_of_turn)`` appended to
     the prompt ids at the token level (exactly what a rollout would produce), so
@@ -506,7 +561,8 @@ def encode_sft_example(
     ``labels`` [1, L]: the token id on assistant tokens (target and the closing
     ``<|im_end|>``), ``-100`` on every prompt token.
     """
-    enc = encode_prompt(processor, prompt_text, frames, fps, system=system)
+    enc = encode_prompt(processor, prompt_text, frames, fps, system=system, images_before=images_before,
+                        images_after=images_after)
     target = processor.tokenizer(target_text + processor.end_of_turn, add_special_tokens=False)["input_ids"]
     tgt = torch.tensor([target], dtype=torch.long)  # [1, A]
     prompt_len = enc["input_ids"].shape[1]
@@ -528,8 +584,10 @@ __all__ = [
     "VideoSpec",
     "build_messages",
     "video_slot",
+    "encode_images",
     "encode_prompt",
     "encode_sft_example",
+    "expand_image_slots",
     "mm_token_type_ids",
     "patchify_frames",
     "video_grid_thw",

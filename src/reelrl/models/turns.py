@@ -173,8 +173,10 @@ def extend_sft_example(example: dict[str, Tensor], turns: TurnEncoder, observati
     out["mm_token_type_ids"] = torch.cat(types, dim=1).to(example["mm_token_type_ids"].dtype)  # [1, L]
     out["attention_mask"] = torch.ones_like(out["input_ids"])  # [1, L]
     if pixels:
-        out["pixel_values"] = torch.cat(pixels)  # [N, d]
-        out["image_grid_thw"] = torch.cat(grids)  # [k, 3]
+        first = [example["pixel_values"]] if "pixel_values" in example else []  # the prompt's own images first
+        first_grids = [example["image_grid_thw"]] if "image_grid_thw" in example else []
+        out["pixel_values"] = torch.cat([*first, *pixels])  # [N, d]
+        out["image_grid_thw"] = torch.cat([*first_grids, *grids])  # [k, 3]
     for k, parts in videos.items():
         out[k] = torch.cat(parts)  # the prompt's video then the clips: [M, d] / [1+m, 3] / [1+m]
     return out

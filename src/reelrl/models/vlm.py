@@ -27,6 +27,9 @@ from reelrl.models.processing import IGNORE_INDEX
 VISION_KEYS = ("pixel_values_videos", "video_grid_thw", "second_per_grid_ts")
 # Keys of the images of later turns in a whole-episode SFT example (reelrl.models.turns.extend_sft_example).
 IMAGE_KEYS = ("pixel_values", "image_grid_thw")
+#: Keys of a prompt's own visual inputs: its video and its extra images (``VideoRow.images``, PRIMO R1's
+#: initial- and current-state images), all encoded once per prompt by :meth:`VLM.encode_vision`.
+PROMPT_KEYS = VISION_KEYS + IMAGE_KEYS
 # Token tensors of an SFT example and their padding value (None: the tokenizer's pad id).
 PAD_KEYS = {"input_ids": None, "attention_mask": 0, "labels": IGNORE_INDEX, "mm_token_type_ids": 0}
 
@@ -38,6 +41,7 @@ class EncodedPrompt:
     key: str  # unique id of the prompt (row id plus frame-sampling variant)
     input_ids: Tensor  # [1, P]
     vision_inputs: dict[str, Tensor]  # pixel_values_videos [n, d], video_grid_thw [1, 3], second_per_grid_ts [1]
+    #                                   (+ pixel_values [m, d], image_grid_thw [k, 3] for a prompt with images)
     mm_token_type_ids: Tensor | None = None  # [1, P] 0 text, 1 image, 2 video
     positions: Tensor | None = None  # [3, 1, P] filled by VLM.positions
     rope_delta: int = 0  # text position after the prompt minus its length
@@ -90,10 +94,17 @@ class VLM:
 
     # ------------------------------------------------------------------ vision
     def encode_vision(self, prompt: EncodedPrompt) -> dict[str, BaseModelOutputWithPooling]:
-        """Run the vision tower once; the result is passed as ``mm_encoder_outputs``."""
+        """Run the vision tower once per visual input kind; the result is passed as ``mm_encoder_outputs``.
+
+        ``{"video": ...}``, plus ``"image"`` (all the prompt's extra images, in prompt order) for a prompt
+        with images: the tower sees each kind in one call, and the model scatters image embeddings into the
+        image placeholders and video embeddings into the video placeholders, each in token order.
+        """
         vi = prompt.vision_inputs
-        out = self.core.get_video_features(vi["pixel_values_videos"], vi["video_grid_thw"], return_dict=True)
-        return {"video": out}
+        out = {"video": self.core.get_video_features(vi["pixel_values_videos"], vi["video_grid_thw"], return_dict=True)}
+        if "pixel_values" in vi:
+            out["image"] = self.encode_images(vi["pixel_values"], vi["image_grid_thw"])
+        return out
 
     @staticmethod
     def repeat_vision(vision: dict[str, BaseModelOutputWithPooling], n: int) -> dict[str, BaseModelOutputWithPooling]:
@@ -112,8 +123,10 @@ class VLM:
         if len(visions) == 1:
             return visions[0]
         out = {}
-        for kind, first in visions[0].items():
-            parts = [v[kind] for v in visions]
+        kinds = list(dict.fromkeys(k for v in visions for k in v))  # prompts with and without images mix
+        for kind in kinds:
+            parts = [v[kind] for v in visions if kind in v]
+            first = parts[0]
             fields = {}
             for name in first.keys():
                 if name == "last_hidden_state":  # the unsplit tower output: not read once pooled
@@ -148,6 +161,7 @@ class VLM:
                 pos, delta = self.core.get_rope_index(
                     ids,
                     mm_token_type_ids=prompt.mm_token_type_ids,
+                    image_grid_thw=vi.get("image_grid_thw"),
                     video_grid_thw=vi.get("video_grid_thw"),
                     second_per_grid_ts=vi.get("second_per_grid_ts"),
                     attention_mask=torch.ones_like(ids),
@@ -172,6 +186,9 @@ class VLM:
         if not (self.has_mrope and prompt.mm_token_type_ids is not None):
             return torch.arange(ids.shape[1], device=ids.device).view(1, 1, -1).expand(3, 1, -1)  # [3, 1, L]
         vi = prompt.vision_inputs
+        if "image_grid_thw" in vi:
+            raise NotImplementedError("a multi-turn conversation over a prompt with extra images (VideoRow.images) "
+                                      "is not supported: its later turns' images would follow the prompt's")
         grids, secs = vi.get("video_grid_thw"), vi.get("second_per_grid_ts")
         if video_grid_thw is not None:
             grids = torch.cat([grids, video_grid_thw.to(grids)]) if grids is not None else video_grid_thw  # [1+m, 3]
@@ -338,10 +355,14 @@ class VLM:
         if vision is not None:
             return {"mm_encoder_outputs": self.repeat_vision(vision, n) if n > 1 else vision}
         vi = prompt.vision_inputs
-        return {
+        out = {
             "pixel_values_videos": vi["pixel_values_videos"].repeat(n, 1),  # [n*patches, d]
             "video_grid_thw": vi["video_grid_thw"].repeat(n, 1),  # [n, 3]
         }
+        if "pixel_values" in vi:
+            out["pixel_values"] = vi["pixel_values"].repeat(n, 1)  # [n*image patches, d]
+            out["image_grid_thw"] = vi["image_grid_thw"].repeat(n, 1)  # [n*k, 3]
+        return out
 
     def prefill(self, prompt: EncodedPrompt, vision=None, copies: int = 1) -> tuple[Tensor, DynamicCache]:
         """Run the prompt: logits of its last position ``[copies, V]`` and its KV cache (batch ``copies``).
@@ -452,7 +473,7 @@ class VLM:
         if p == 0 or not bool(keep[p:].all()) or bool(keep[:p].any()):
             raise ValueError("SFT example: the labelled tokens must be one run at the end of the sequence")
         dev = device if device is not None else ids.device
-        vision = {k: example[k].to(dev) for k in VISION_KEYS if k in example}
+        vision = {k: example[k].to(dev) for k in PROMPT_KEYS if k in example}
         tt = example.get("mm_token_type_ids")
         prompt = EncodedPrompt(key="sft", input_ids=ids[:, :p].to(dev), vision_inputs=vision,
                                mm_token_type_ids=tt[:, :p].to(dev) if tt is not None else None)

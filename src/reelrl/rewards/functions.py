@@ -70,6 +70,9 @@ Per type (``problem_type`` -> reward):
   :mod:`reelrl.rewards.stvg` trains it): the answer's time range's tIoU when
   its ``Target ID`` is the gold one, else 0 -- HC-STVG's vIoU when the ID
   names the target's track (:mod:`reelrl.rewards.stvg`).
+* ``progress`` (``progress``): PRIMO R1's ``max(0, 1 - |p - g| / range)``,
+  range from the row's ``meta["progress_range"]`` (default [0, 1]); the
+  answer must be exactly one number (:mod:`reelrl.rewards.progress`).
 * ``mra`` (evaluation of regression): VSI-Bench's inclusive thresholds, see
   :func:`mra_score`.
 * ``multi_choice_soft``: TW-GRPO's ``accuracy_reward`` first tries
@@ -103,8 +106,9 @@ from reelrl.data.answers import (
     parse_span,
 )
 from reelrl.data.boxes import box_iou, parse_box
-from reelrl.data.schema import LETTERS
+from reelrl.data.schema import LETTERS, progress_range
 from reelrl.data.target_ids import parse_target
+from reelrl.rewards.progress import parse_progress, progress_score
 from reelrl.registry import Registry
 
 RewardFn = Callable[..., list[float | None]]
@@ -343,13 +347,26 @@ def _id_viou(pred: str, gold: str, row: int) -> float:
     return 0.0 if p is None or p[0] != g[0] else tiou(p[1], g[1])
 
 
+def _progress(pred: str, gold: str, meta: Any, row: int) -> float:
+    """PRIMO R1's ``max(0, 1 - |pred - gold| / range)`` (:mod:`reelrl.rewards.progress`); unparseable: 0."""
+    try:
+        lo, hi = progress_range(meta if isinstance(meta, dict) else {})
+    except ValueError as e:
+        raise ValueError(f"reward 'progress', row {row}: {e}") from None
+    g = parse_progress(gold, lo, hi)
+    if g is None:
+        raise ValueError(f"reward 'progress', row {row}: gold answer {gold!r} is not one number")
+    return progress_score(parse_progress(pred, lo, hi), g, lo, hi)
+
+
 def _tiou(pred: str, gold: str, time_span: Any, row: int) -> float:
     span = parse_span(pred)
     return 0.0 if span is None else tiou(span, _gold_span(gold, time_span, row))
 
 
 def score_answer(
-    problem_type: str, pred: str, gold: str, *, options: Any = None, time_span: Any = None, row: int = 0
+    problem_type: str, pred: str, gold: str, *, options: Any = None, time_span: Any = None, row: int = 0,
+    meta: Any = None,
 ) -> float:
     """Video-R1 accuracy of an extracted answer ``pred`` against ``gold`` for one row."""
     if problem_type == "multiple_choice":
@@ -370,9 +387,11 @@ def score_answer(
         return _box(pred, gold, row)
     if problem_type == "spatio_temporal_grounding":
         return _id_viou(pred, gold, row)
+    if problem_type == "progress":
+        return _progress(pred, gold, meta, row)
     raise ValueError(
         f"row {row}: unknown problem_type {problem_type!r}; valid: multiple_choice, multi_choice, "
-        "numerical, regression, ocr, free_form, temporal_grounding, box, spatio_temporal_grounding"
+        "numerical, regression, ocr, free_form, temporal_grounding, box, spatio_temporal_grounding, progress"
     )
 
 
@@ -421,8 +440,9 @@ def accuracy_reward(completions: list[Any], **columns: Any) -> list[float | None
     types = _column(columns, "problem_type", n, "accuracy")
     return _per_row(
         "accuracy", completions, columns,
-        lambda p, g, i, c: score_answer(types[i], p, g, options=c["options"], time_span=c["time_span"], row=i),
-        extra=("options", "time_span"),
+        lambda p, g, i, c: score_answer(types[i], p, g, options=c["options"], time_span=c["time_span"], row=i,
+                                        meta=c["meta"]),
+        extra=("options", "time_span", "meta"),
     )
 
 
@@ -459,6 +479,16 @@ def numeric_reward(completions: list[Any], **columns: Any) -> list[float | None]
 def regression_reward(completions: list[Any], **columns: Any) -> list[float | None]:
     """1 - min(1, |pred - gt| / |gt|); with gt == 0, 1.0 iff |pred| <= 1e-6."""
     return _per_row("regression", completions, columns, lambda p, g, i, c: _regression(p, g, i))
+
+
+@REWARDS.register("progress")
+def progress_reward(completions: list[Any], **columns: Any) -> list[float | None]:
+    """PRIMO R1's progress reward ``max(0, 1 - |pred - gold| / range)`` (:mod:`reelrl.rewards.progress`).
+
+    The range is each row's ``meta["progress_range"]`` (default ``[0, 1]``; PRIMO's percentages: ``[0, 100]``,
+    where this is the paper's reward exactly). An answer that is not exactly one number scores 0.
+    """
+    return _per_row("progress", completions, columns, lambda p, g, i, c: _progress(p, g, c["meta"], i), ("meta",))
 
 
 @REWARDS.register("mra")
