@@ -91,6 +91,7 @@ def sample_row(spec: GymSpec, split: str, index: int, family: str, sample: Sampl
         difficulty=round(sample.difficulty, 4),
         meta={"seed": spec.seed, "spawn_key": [SPLITS.index(split), index], "fps": sample.fps,
               "frames": int(sample.frames.shape[0]), **sample.meta},
+        images=sample.images,
     )
 
 
@@ -127,8 +128,8 @@ def _run(jobs: list[tuple[str, GymSpec, str, int]], workers: int) -> Iterator[di
 
 
 def manifest(spec: GymSpec, counts: dict[str, int]) -> dict[str, Any]:
-    """The content of ``gym.json``."""
-    return {
+    """The content of ``gym.json`` (``chance_progress_mae`` only for gyms with progress-critic families)."""
+    info = {
         "format": GYM_FORMAT,
         "encoder": {**ENCODER, "x264_params": X264_PARAMS},  # other options, other bytes: rebuild
         "spec": spec.model_dump(mode="json"),
@@ -138,9 +139,18 @@ def manifest(spec: GymSpec, counts: dict[str, int]) -> dict[str, Any]:
             for s, n in counts.items()
         },
         "chance_accuracy": {f: chance_accuracy(f, spec) for f in spec.families},
+        **_chance_mae(spec),
         "seeds": {s: {"entropy": spec.seed, "spawn_key_prefix": [k]} for k, s in enumerate(SPLITS)},
         "video_path": "videos/{split}/{family}_{index:06d}.mp4",
     }
+    return info
+
+
+def _chance_mae(spec: GymSpec) -> dict[str, Any]:
+    """``{"chance_progress_mae": {family: {"constant_0.5": ..., "uniform": ...}}}`` for the families registered
+    with a ``chance_mae`` trait (:mod:`reelrl.gym.manipulation`); empty (no key) otherwise."""
+    mae = {f: fn(spec) for f in spec.families if (fn := TASKS.trait(f, "chance_mae")) is not None}
+    return {"chance_progress_mae": mae} if mae else {}
 
 
 def generate_gym(

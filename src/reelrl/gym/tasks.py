@@ -194,6 +194,7 @@ class Sample:
     time_span: tuple[float, float] | None
     difficulty: float
     meta: dict[str, Any] = field(default_factory=dict)
+    images: list[dict[str, Any]] | None = None  # extra prompt images (VideoRow.images), e.g. frames 0 and -1
 
 
 TaskFn = Callable[[np.random.Generator, GymSpec], Sample]
