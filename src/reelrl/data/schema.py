@@ -50,6 +50,7 @@ from pydantic import (
     Field,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -121,6 +122,13 @@ class VideoRow(BaseModel):
     difficulty: float | None = Field(default=None, ge=0.0, le=1.0)
     meta: dict[str, Any] = Field(default_factory=dict)
     images: list[ImageRef] | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_no_images(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("images", 0) is None:  # rows without images serialise as before the field existed
+            del data["images"]
+        return data
 
     @field_validator("images")
     @classmethod

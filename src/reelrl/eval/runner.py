@@ -130,7 +130,8 @@ def score_samples(
     the MAE, and ``failure_detection`` for failure-detection rows: the accuracy, :mod:`reelrl.eval.critic`).
     """
     texts = [t for _, t, _ in samples]
-    cols = {k: [r.model_dump()[k] for r, _, _ in samples] for k in samples[0][0].model_dump()}
+    dumped = [r.model_dump() for r, _, _ in samples]
+    cols = {k: [d.get(k) for d in dumped] for k in dict.fromkeys(k for d in dumped for k in d)}
     total, per = compute_rewards(reward_specs, texts, cols)  # [N]
     _, metric_cols = compute_rewards([RewardSpec("accuracy", 0.0), RewardSpec("format", 0.0)], texts, cols)
     acc, fmt = metric_cols["accuracy"], metric_cols["format"]  # [N]

@@ -486,9 +486,14 @@ def progress_reward(completions: list[Any], **columns: Any) -> list[float | None
     """PRIMO R1's progress reward ``max(0, 1 - |pred - gold| / range)`` (:mod:`reelrl.rewards.progress`).
 
     The range is each row's ``meta["progress_range"]`` (default ``[0, 1]``; PRIMO's percentages: ``[0, 100]``,
-    where this is the paper's reward exactly). An answer that is not exactly one number scores 0.
+    where this is the paper's reward exactly). An answer that is not exactly one number scores 0. Given a
+    ``problem_type`` column, rows of another type get None (not applicable), so a recipe mixing progress rows
+    with choice rows (failure detection) can train both.
     """
-    return _per_row("progress", completions, columns, lambda p, g, i, c: _progress(p, g, c["meta"], i), ("meta",))
+    out = _per_row("progress", completions, columns, lambda p, g, i, c: _progress(p, g, c["meta"], i)
+                   if c["problem_type"] in (None, "progress") else 0.0, ("meta", "problem_type"))
+    types = columns.get("problem_type")
+    return out if types is None else [v if t == "progress" else None for v, t in zip(out, types)]
 
 
 @REWARDS.register("mra")

@@ -409,7 +409,8 @@ class RLTrainer(StageTrainer):
 def _columns(rows: list[VideoRow], repeats: list[int]) -> dict[str, list]:
     """Dataset columns for the reward functions, row i repeated for its ``repeats[i]`` completions."""
     dumped = [r.model_dump() for r in rows]
-    return {k: [d[k] for d, n in zip(dumped, repeats) for _ in range(n)] for k in dumped[0]}
+    keys = dict.fromkeys(k for d in dumped for k in d)  # a row without images has no images key
+    return {k: [d.get(k) for d, n in zip(dumped, repeats) for _ in range(n)] for k in keys}
 
 
 def _acc(sums: dict[str, float], metrics: dict[str, float], n: int) -> None:
