@@ -31,6 +31,7 @@ from rich.table import Table
 
 def run_seed(recipe: str, seed: int, out: Path, overrides: list[str], threads: int) -> tuple[int, float, int]:
     run = out / f"seed{seed}"
+    out.mkdir(parents=True, exist_ok=True)
     if (run / "summary.json").is_file():
         return seed, 0.0, 0
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
