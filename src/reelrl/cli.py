@@ -1,5 +1,5 @@
 """The ``reelrl`` command line: train | sft | eval | gym | tiny | import-video-r1 | import-charades-sta |
-import-seed-bench-r1 | import-hc-stvg | draw-ids.
+import-seed-bench-r1 | import-hc-stvg | draw-ids | serve.
 
 Recipes are YAML files; any field can be overridden as ``key.sub=value``::
 
@@ -355,6 +355,46 @@ def import_seed_bench_r1(
     except DataError as e:
         _fail(str(e))
     console.print_json(json.dumps(counts))
+
+
+@app.command()
+def serve(
+    model_dir: Path = typer.Argument(..., help="Checkpoint directory of the progress critic (local)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    max_episodes: int = typer.Option(64, help="Episodes held at once (429 beyond, after evicting an idle one)."),
+    evict_idle_s: float = typer.Option(300.0, help="An episode idle this long may be evicted for a new one."),
+    max_frames: int = typer.Option(512, help="Frames per episode (409 beyond)."),
+    max_pixels: int = typer.Option(448 * 448, help="Pixels per frame (422 beyond)."),
+    max_body_bytes: int = typer.Option(8 << 20, help="Request body bytes (413 beyond)."),
+    max_batch: int = typer.Option(16, help="Frames of distinct episodes per forward pass."),
+    max_wait_ms: float = typer.Option(2.0, help="How long the worker waits for a batch to fill."),
+    max_queue: int = typer.Option(256, help="Frames waiting (429 beyond)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Baseline: re-read the whole episode for each frame."),
+    device: str = typer.Option("cpu", help="Device of the model (cpu, cuda, cuda:1, ...)."),
+    dtype: str = typer.Option("float32", help="Weights dtype: float32, bfloat16, float16, auto."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's)."),
+) -> None:
+    """Serve a progress critic over HTTP: streamed episode frames in, dense progress per timestep out (SOLE-R1)."""
+    import torch
+
+    from reelrl.serve.critic import CriticLimits
+    from reelrl.serve.server import ServeOptions, build_app, run
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    limits = CriticLimits(max_episodes=max_episodes, evict_idle_s=evict_idle_s, max_frames=max_frames,
+                          max_pixels=max_pixels)
+    opts = ServeOptions(limits=limits, max_body_bytes=max_body_bytes, max_batch=max_batch,
+                        max_wait_s=max_wait_ms / 1000, max_queue=max_queue, reuse_context=not no_cache,
+                        device=device, dtype=dtype)
+    try:
+        application = build_app(model_dir, opts)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+        _fail(str(e))
+    console.print(f"[bold]reelrl serve[/] {model_dir} on http://{host}:{port} "
+                  f"({'no cache: re-reads each episode' if no_cache else 'KV cache per episode'})")
+    run(application, host, port)
 
 
 @app.command()
