@@ -45,7 +45,8 @@ def tiny_overrides(tiny_gym: Path, tiny_model_dir: Path, out: Path) -> list[str]
 # Recipes whose environment needs rows of one kind run end to end in their own test, on such rows.
 OWN_RUN_TEST = {"scene_r1": "tests/test_scene_grounding.py::test_scene_r1_recipe_runs_sft_eval_rl_eval",
                 "stvg_r1": "tests/test_id_grounding.py::test_stvg_r1_recipe_runs_sft_eval_rl_eval",
-                "vst": "tests/test_streaming.py::test_vst_recipe_runs_sft_eval_rl_eval_and_reports_latency"}
+                "vst": "tests/test_streaming.py::test_vst_recipe_runs_sft_eval_rl_eval_and_reports_latency",
+                "primo_r1": "tests/test_primo.py::test_primo_r1_recipe_runs_sft_eval_rl_eval"}
 
 
 @pytest.mark.parametrize("name", [r for r in RECIPES if r not in OWN_RUN_TEST])
