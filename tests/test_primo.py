@@ -53,6 +53,7 @@ def test_progress_reward_on_hand_computed_cases() -> None:
         ("<answer>0.25</answer>", "1", {}, 0.25),
         ("<answer>1.5</answer>", "0.2", {}, 0.0),  # 1 - 1.3 clipped at 0
         ("<answer>-0.1</answer>", "0.1", {}, 0.8),
+        ("<answer>5e-1</answer>", "0.5", {}, 1.0),
         ("<answer>70</answer>", "50", {"progress_range": [0, 100]}, 0.8),  # PRIMO's percent scale: 1 - 20/100
         ("<answer>70%</answer>", "50", {"progress_range": [0, 100]}, 0.8),
     ]
@@ -64,7 +65,7 @@ def test_progress_reward_on_hand_computed_cases() -> None:
 @pytest.mark.parametrize("completion", [
     "<answer>about 0.7</answer>", "<answer>0.3 or 0.5</answer>", "<answer>seventy</answer>",
     "<answer>nan</answer>", "<answer></answer>", "<answer>0.7.1</answer>", "<answer>0.5 0.5</answer>",
-    "<think>0.5</think> 0.5", "0.5", "<answer>1e-1</answer>", "<answer>inf</answer>",
+    "<think>0.5</think> 0.5", "0.5", "<answer>1e</answer>", "<answer>inf</answer>", "<answer>0x1</answer>",
 ])
 def test_malformed_progress_answers_score_zero(completion: str) -> None:
     assert REWARDS.get("progress")([completion], answer=["0.5"], meta=[{}]) == [0.0]

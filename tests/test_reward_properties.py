@@ -149,6 +149,17 @@ def _number_gold(draw: st.DrawFn) -> dict[str, Any]:
     return {"answer": answer, "best": wrap(answer)}
 
 
+@st.composite
+def _progress_gold(draw: st.DrawFn, ranged: bool = True) -> dict[str, Any]:
+    """A progress row: gold in its range ([0, 1] by default, or PRIMO's [0, 100]); maybe another problem type."""
+    lo, hi = draw(st.sampled_from([(0.0, 1.0), (0.0, 100.0)])) if ranged else (0.0, 1.0)
+    x = draw(st.floats(min_value=lo, max_value=hi, allow_nan=False))
+    answer = draw(st.sampled_from([repr(x), str(x)]))
+    ptype = draw(st.sampled_from([None, "progress", "multiple_choice"])) if ranged else "progress"
+    return {"answer": answer, "problem_type": ptype, "meta": {"progress_range": [lo, hi]},
+            "best": wrap(answer)}
+
+
 _word = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=8)
 # Two or more words with ASCII letters/digits: rouge-2 needs two tokens for a perfect score.
 _sentence = st.lists(_word, min_size=2, max_size=8).map(" ".join)
@@ -205,6 +216,7 @@ GOLD_BY_TYPE: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "temporal_grounding": _span_gold(),
     "box": _box_gold(),
     "spatio_temporal_grounding": _stvg_gold(),
+    "progress": _progress_gold(ranged=False),
 }
 
 
@@ -297,6 +309,9 @@ SPECS: dict[str, Spec] = {
     "tiou": Spec(_span_gold(), ("answer", "time_span")),
     "box_iou": Spec(_box_gold(), ("answer",)),
     "stvg": Spec(_stvg_gold(), ("answer",), hi=3.0),  # tIoU + 1[ID] + format, STVG-R1's unit weights
+    # PRIMO R1's max(0, 1 - |p - g| / range); rows of another problem type are not applicable (None)
+    "progress": Spec(_progress_gold(), ("answer", "problem_type", "meta"), allows_none=True,
+                     best_scores_hi=lambda row: row["problem_type"] in (None, "progress")),
     "clue": Spec(_clue_gold(), ("id", "task", "meta", "time_span")),
     "clue_format": Spec(_clue_format_gold, (), values=BINARY),
     # rows that are not free_form are not applicable (None); the rule judge (default) scores the others

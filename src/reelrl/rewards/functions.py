@@ -353,9 +353,10 @@ def _progress(pred: str, gold: str, meta: Any, row: int) -> float:
         lo, hi = progress_range(meta if isinstance(meta, dict) else {})
     except ValueError as e:
         raise ValueError(f"reward 'progress', row {row}: {e}") from None
-    g = parse_progress(gold, lo, hi)
-    if g is None:
-        raise ValueError(f"reward 'progress', row {row}: gold answer {gold!r} is not one number")
+    try:
+        g = float(gold)
+    except ValueError:
+        raise ValueError(f"reward 'progress', row {row}: gold answer {gold!r} is not a number") from None
     return progress_score(parse_progress(pred, lo, hi), g, lo, hi)
 
 
@@ -493,7 +494,7 @@ def progress_reward(completions: list[Any], **columns: Any) -> list[float | None
     out = _per_row("progress", completions, columns, lambda p, g, i, c: _progress(p, g, c["meta"], i)
                    if c["problem_type"] in (None, "progress") else 0.0, ("meta", "problem_type"))
     types = columns.get("problem_type")
-    return out if types is None else [v if t == "progress" else None for v, t in zip(out, types)]
+    return out if types is None else [v if t in (None, "progress") else None for v, t in zip(out, types)]
 
 
 @REWARDS.register("mra")

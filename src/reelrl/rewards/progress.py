@@ -17,7 +17,7 @@ PRIMO R1 does.
 
 Parsing, stricter than the paper's (which is not published in code): the
 ``<answer>`` content must be exactly one number (``0.7``, ``.7``, ``-0.1``,
-``70%``), whitespace around it allowed; a percentage means that share of the
+``7e-1``, ``70%``), whitespace around it allowed; a percentage means that share of the
 range (``70%`` on ``[0, 1]`` is 0.7, on ``[0, 100]`` is 70). Anything else
 ("about 0.7", "0.3 or 0.5", "seventy", ``nan``, an empty answer) is
 unparseable and scores 0: an answer is never misread as some number in it.
@@ -31,7 +31,7 @@ import re
 
 __all__ = ["parse_progress", "progress_error", "progress_score"]
 
-_PROGRESS_RE = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+))\s*(%?)\s*")
+_PROGRESS_RE = re.compile(r"\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(%?)\s*")
 
 
 def parse_progress(answer: str | None, low: float = 0.0, high: float = 1.0) -> float | None:
