@@ -317,6 +317,10 @@ SPECS: dict[str, Spec] = {
     # rows that are not free_form are not applicable (None); the rule judge (default) scores the others
     "judge": Spec(_judge_gold(), ("answer", "problem_type", "question"), allows_none=True,
                   best_scores_hi=lambda row: row["problem_type"] != "multiple_choice"),
+    # an environment's own reward, whatever the completion: the column's value, None where the turn has none
+    "env_reward": Spec(st.builds(lambda v: {"env_reward": v, "best": "<answer>x</answer>"},
+                                 st.one_of(st.none(), st.floats(min_value=0.0, max_value=1.0))),
+                       ("env_reward",), allows_none=True, best_scores_hi=lambda row: False),
 }
 
 
