@@ -5,7 +5,9 @@
 Each seed is a full `reelrl train RECIPE seed=S` run (SFT -> eval -> GRPO ->
 eval) in runs/<recipe>-seeds/seed<S>. The gym and the tiny checkpoint are
 shared and built once. The verdict compares the mean gain of SFT+GRPO over
-SFT-only with the seed spread (max - min across seeds) of each arm. For a
+SFT-only with the seed spread (max - min across seeds) of each arm; a progress
+critic's rows (primo_r1) also get their MAE and failure-detection accuracy, and
+the verdict on the MAE (lower is better). For a
 grounding gym the accuracy is the mIoU; a recipe with ``eval.levels``
 (SEED-Bench-R1) gets one table and one verdict per level.
 
@@ -88,16 +90,19 @@ def main() -> None:
     (args.out / "seeds.json").write_text(json.dumps(result, indent=2))
 
 
+EXTRA = ("progress_mae", "failure_accuracy")
+"""Metrics some recipes' summary rows carry besides accuracy (a progress critic's MAE, failure detection)."""
+
+
 def report(console: Console, title: str, per_seed: dict[int, list[dict]], seeds: list[int]) -> dict:
     """One table (arms x seeds) and the verdict: does SFT+GRPO beat SFT-only beyond the seed spread?"""
     arms: dict[str, dict[str, list[float]]] = {}
     for s in seeds:
         for row in per_seed[s]:
             arm = arms.setdefault(row["model"], {"accuracy": [], "mean_reward": []})
-            if row.get("accuracy") is not None:
-                arm["accuracy"].append(row["accuracy"])
-            if row.get("mean_reward") is not None:
-                arm["mean_reward"].append(row["mean_reward"])
+            for key in ("accuracy", "mean_reward", *EXTRA):
+                if row.get(key) is not None:
+                    arm.setdefault(key, []).append(row[key])
 
     def fmt(xs: list[float]) -> str:
         if not xs:
@@ -112,12 +117,15 @@ def report(console: Console, title: str, per_seed: dict[int, list[dict]], seeds:
     table.add_column("mean ± sd", justify="right")
     table.add_column("range", justify="right")
     table.add_column("mean reward", justify="right")
+    extra = [k for k in EXTRA if any(v.get(k) for v in arms.values())]
+    for k in extra:
+        table.add_column(k.replace("_", " "), justify="right")
     for arm_name, v in arms.items():
         acc = v["accuracy"]
         if not acc:
             continue
         table.add_row(arm_name, *[f"{a:.3f}" for a in acc], fmt(acc), f"{max(acc) - min(acc):.3f}",
-                      fmt(v["mean_reward"]))
+                      fmt(v["mean_reward"]), *[fmt(v.get(k, [])) for k in extra])
     console.print(table)
     out: dict = {"arms": arms}
     sft, grpo = arms.get("SFT", {}).get("accuracy"), arms.get("SFT+GRPO", {}).get("accuracy")
@@ -129,6 +137,15 @@ def report(console: Console, title: str, per_seed: dict[int, list[dict]], seeds:
         console.print(f"{title}: gain of SFT+GRPO over SFT per seed: {', '.join(f'{g:+.3f}' for g in gains)}; "
                       f"mean {statistics.mean(gains):+.3f} vs seed spread {spread:.3f} -> "
                       f"{'[green]beyond the spread' if ok else '[red]NOT beyond the spread'}")
+    sft_mae, grpo_mae = arms.get("SFT", {}).get("progress_mae"), arms.get("SFT+GRPO", {}).get("progress_mae")
+    if sft_mae and grpo_mae:  # lower is better
+        drops = [f - g for f, g in zip(sft_mae, grpo_mae)]
+        spread = max(max(sft_mae) - min(sft_mae), max(grpo_mae) - min(grpo_mae))
+        ok = statistics.mean(drops) > spread and min(drops) > 0
+        out.update(mae_drops=drops, mae_spread=spread, grpo_lowers_mae_beyond_spread=ok)
+        console.print(f"{title}: progress MAE drop of SFT+GRPO from SFT per seed: "
+                      f"{', '.join(f'{d:+.3f}' for d in drops)}; mean {statistics.mean(drops):+.3f} vs seed spread "
+                      f"{spread:.3f} -> {'[green]beyond the spread' if ok else '[red]NOT beyond the spread'}")
     return out
 
 
