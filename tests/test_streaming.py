@@ -167,14 +167,17 @@ def test_demonstration_is_one_sft_example_with_every_clip(setup):
     demo = ENVS.get("streaming")(row, sft.frames(row)).demonstration()
     q = row.meta["stream"]["question_after"]
     targets = [sft.prompt.target(r, a) for r, a in demo.answers]
-    assert targets == [f"<think>{t}</think>" for t in row.meta["stream"]["thoughts"][:q]] + [f"<answer>{row.answer}</answer>"]
+    colors, x = row.meta["colors"], row.meta["named"]
+    assert targets == ([f"<think>{t}</think>" for t in row.meta["stream"]["thoughts"][:q]]
+                       + [f"<think>After {colors[x]} came {colors[x + 1]}.</think><answer>{row.answer}</answer>"])
     ex = sft.encode_sft_episode(row, targets, demo.observations)
     labelled = ex["labels"][0][ex["labels"][0] != -100]
     assert processor.tokenizer.decode(labelled, skip_special_tokens=False) == "".join(t + "<|im_end|>" for t in targets)
     assert ex["video_grid_thw"].tolist() == [[2, 4, 4]] * q  # the first clip, then q - 1 more
     assert ex["second_per_grid_ts"].tolist() == [1.0] * q
     assert int((ex["mm_token_type_ids"] == 2).sum()) == 8 * q
-    assert "Answer inside <answer></answer>." in processor.tokenizer.decode(ex["input_ids"][0])
+    assert "Think briefly inside <think></think>, then answer inside <answer></answer>." in \
+        processor.tokenizer.decode(ex["input_ids"][0])
     with torch.no_grad():
         nll = vlm.sft_nll([ex], processor.tokenizer.pad_token_id)
     assert torch.isfinite(nll) and float(nll) > 0

@@ -135,7 +135,8 @@ def tokenizer_corpus(jsonl_paths: list[Path], extra: list[str] = (), trace: str 
         if p.is_file():
             for r in load_jsonl(p, check_videos=False):
                 texts += [r.prompt_text(), style(r, wrapped) or "", f"<answer>{r.answer}</answer>"]
-                texts += [t for t in r.meta.get("stream", {}).get("thoughts", []) if isinstance(t, str)]
+                stream = r.meta.get("stream", {})
+                texts += [t for t in [*stream.get("thoughts", []), stream.get("answer_reasoning")] if isinstance(t, str)]
     return texts
 
 

@@ -13,7 +13,8 @@ episode:
    turn (encoded once, appended to the cached context), with its own header;
 3. after the thought on clip ``question_after`` the question comes (the row's
    question and lettered options, :meth:`VideoRow.prompt_text`, and the answer
-   instruction); the model's answer ends the episode.
+   instruction); the model's answer (a short reasoning over its memory, then
+   the letter) ends the episode.
 
 Rewards follow VST: only the answer turn is scored (the thought turns' columns
 are ``None``; :func:`reelrl.rewards.turns.score_turns`), with the recipe's
@@ -44,7 +45,7 @@ from reelrl.video.sample import VideoSampling
 __all__ = ["Streaming", "stream_of", "streaming_prompt_row"]
 
 THINK = "Think about what you saw inside <think></think>."
-ASK = "{question}\nAnswer inside <answer></answer>."
+ASK = "{question}\nThink briefly inside <think></think>, then answer inside <answer></answer>."
 
 
 def stream_of(row: VideoRow) -> tuple[list[dict[str, Any]], int]:
@@ -128,13 +129,15 @@ class Streaming:
         return Turn({}, None, {"after_question": True})
 
     def demonstration(self) -> Demonstration:
-        """The gold episode: the gym's thought after each clip, then the answer (no reasoning: it is in memory)."""
+        """The gold episode: the gym's thought after each clip, then the answer, with the short reasoning over the
+        memory of ``meta.stream.answer_reasoning`` when the row has one (the evidence is in the thoughts)."""
         thoughts = self.row.meta["stream"].get("thoughts")
         if not (isinstance(thoughts, list) and len(thoughts) >= self.q and all(isinstance(t, str) for t in thoughts)):
             raise DataError(f"row {self.row.id}: a streaming demonstration needs meta.stream.thoughts "
                             f"(one per clip, {self.q} at least)")
         answers: list[tuple[str | None, str | None]] = [(t, None) for t in thoughts[: self.q]]
-        answers.append((None, self.row.answer))
+        recall = self.row.meta["stream"].get("answer_reasoning")
+        answers.append((recall if isinstance(recall, str) and recall.strip() else None, self.row.answer))
         return Demonstration(answers, [self.observation(k) for k in range(1, self.q + 1)])
 
 

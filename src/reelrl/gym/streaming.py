@@ -17,7 +17,9 @@ watches) and, per clip, a file of its own. ``meta["stream"]`` holds
   the frames ``[start * fps, end * fps)`` into the files);
 - ``question_after``: ``q``, the clips shown before the question;
 - ``thoughts``: one gold thought per clip, ``"Time=s-e s: a red square."``
-  (VST-SFT's per-clip traces).
+  (VST-SFT's per-clip traces);
+- ``answer_reasoning``: the answer turn's short reasoning over the memory,
+  ``"After red came blue."`` (the evidence is already in the thoughts).
 
 The offline trace (``reasoning``) reads every clip in order and then the
 answer. Chance: ``1 / n_options`` (the answer's letter is uniform).
@@ -83,10 +85,11 @@ def stream_order_task(rng: np.random.Generator, spec: GymSpec) -> Sample:
     options, letter = place_answer(rng, answer, others, spec.n_options, spec.option_order == "canonical")
     when = "so far" if q < k else "in the video"
     question = f"Which colour was shown in the clip right after the {colors[x]} one {when}?"
-    reasoning = " ".join(t.removeprefix("Time=") for t in thoughts[:q]) + f" After {colors[x]} came {answer}."
+    recall = f"After {colors[x]} came {answer}."
+    reasoning = " ".join(t.removeprefix("Time=") for t in thoughts[:q]) + " " + recall
     span = (clips[x + 1]["start"], clips[x + 1]["end"])
     meta = {"colors": colors, "shapes": shapes, "named": x,
-            "stream": {"clips": clips, "question_after": q, "thoughts": thoughts}}
+            "stream": {"clips": clips, "question_after": q, "thoughts": thoughts, "answer_reasoning": recall}}
     return Sample(frames, fps, question, options, letter, "multiple_choice", reasoning, span, d, meta)
 
 
