@@ -223,6 +223,9 @@ def test_vst_recipe_runs_sft_eval_rl_eval_and_reports_latency(stream_gym, tiny_m
     Pipeline(cfg).run()
     ev = json.loads((tmp_path / "run" / "3-eval" / "eval.json").read_text())
     assert ev["n"] == 4 and 0 < ev["tokens_after_question"] <= 4
+    # every row reached the first turn, a thought: not scored
+    assert ev["turns"]["turn1"] == {"n": 4, "scored": 0, "accuracy": None, "accuracy_all": None}
+    assert sum(t["scored"] for t in ev["turns"].values()) == 4  # one answer turn per row
     sample = json.loads((tmp_path / "run" / "3-eval" / "eval_samples.jsonl").read_text().splitlines()[0])
     assert sample["turn_columns"][0] is None and sample["turn_columns"][-1] == {}
     m = json.loads((tmp_path / "run" / "2-rl" / "metrics.jsonl").read_text().splitlines()[0])

@@ -6,11 +6,12 @@ trained on: each row's episode runs greedily through the same
 scored by :func:`reelrl.rewards.turns.score_turns` (the recipe's rewards over
 the turn's columns). The summary has the keys of
 :func:`reelrl.eval.runner.evaluate` -- ``accuracy`` is the mean over a
-trajectory's turns, averaged over rows -- plus ``turns``: per turn ``k``, the
-rows that reached it (``n``), the mean ``accuracy`` over them, and the
-accuracy over all rows with 0 for rows that never reached it
+trajectory's scored turns, averaged over rows -- plus ``turns``: per turn
+``k``, the rows that reached it (``n``), those whose turn k was scored
+(``scored``; a streaming thought is not), the mean ``accuracy`` over those,
+and the accuracy over all rows with 0 for rows without a scored turn k
 (``accuracy_all``: for two-stage grounding, the box IoU a row earns end to
-end). Temporal-grounding first turns also get mIoU and R@IoU (``grounding``).
+end); both are None for a turn no row had scored. Temporal-grounding first turns also get mIoU and R@IoU (``grounding``).
 Environments that flag their answer turns ``after_question`` (streaming) add
 ``tokens_after_question``: the mean count of model tokens generated after
 the question was asked (the response latency VST measures).
@@ -85,9 +86,10 @@ def _summary(rows: list[VideoRow], done: list, scored: list, skipped: int) -> tu
     turns = {}
     for k in range(n_turns):
         vals = [float(cols[f"turn{k + 1}/accuracy"][0]) for _, cols in scored]
-        reached = [v for v in vals if not math.isnan(v)]
-        turns[f"turn{k + 1}"] = {"n": len(reached), "accuracy": sum(reached) / max(1, len(reached)),
-                                 "accuracy_all": sum(0.0 if math.isnan(v) else v for v in vals) / len(vals)}
+        got = [v for v in vals if not math.isnan(v)]
+        turns[f"turn{k + 1}"] = {"n": sum(len(x[2]) > k for x in done), "scored": len(got),
+                                 "accuracy": sum(got) / len(got) if got else None,
+                                 "accuracy_all": sum(got) / len(vals) if got else None}
     first = [float(cols["turn1/accuracy"][0]) for _, cols in scored]
     per_task: dict[str, list[int]] = {}
     for j, row in enumerate(rows):

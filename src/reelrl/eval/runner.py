@@ -267,8 +267,13 @@ def print_eval(result: dict, title: str = "evaluation", chance: dict[str, float]
     Console().print(f"format {result['format']:.3f}  mean reward {result['mean_reward']:.3f}  "
                     f"mean length {result['mean_length']:.1f}  skipped {result['skipped']}")
     for name, v in result.get("turns", {}).items():  # multi-turn episodes (reelrl.eval.episodes)
-        Console().print(f"{name}: accuracy {v['accuracy']:.3f} over the {v['n']} rows that reached it, "
-                        f"{v['accuracy_all']:.3f} over all rows")
+        if v["accuracy"] is None:
+            Console().print(f"{name}: reached by {v['n']} rows, not scored")
+            continue
+        Console().print(f"{name}: accuracy {v['accuracy']:.3f} over the {v['scored']} scored of the {v['n']} rows "
+                        f"that reached it, {v['accuracy_all']:.3f} over all rows")
+    if "tokens_after_question" in result:
+        Console().print(f"tokens generated after the question: {result['tokens_after_question']:.1f}")
     if "grounding" in result and "turns" in result:
         g = result["grounding"]
         Console().print(f"first turn: mIoU {g['mIoU']:.3f}  " + "  ".join(
