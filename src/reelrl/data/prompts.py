@@ -21,6 +21,12 @@ A row's extra images (``VideoRow.images``: PRIMO R1's initial- and
 current-state images, :mod:`reelrl.data.images`) go into the same user turn,
 before or after the video; the prompt carries their patches beside the
 video's and :meth:`reelrl.models.vlm.VLM.encode_vision` encodes them once.
+
+A template with ``frames_as_images`` (``served_progress``) prompts a row as
+``reelrl serve`` does: the row's images are an episode's frames, shown after
+its goal (the row's question) as images, then the progress question, with no
+video and no system turn (:mod:`reelrl.data.progress_prompt`), so a critic
+trained on such rows is served with the conversation it learnt.
 """
 
 from __future__ import annotations
@@ -32,12 +38,14 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from reelrl.data.images import row_images
+from reelrl.data.progress_prompt import progress_messages
 from reelrl.data.schema import VideoRow
 from reelrl.data.templates import PromptTemplate, Stage, get_template
-from reelrl.models.processing import encode_prompt, encode_sft_example
+from reelrl.models.processing import append_target, encode_image_chat, encode_prompt, encode_sft_example
 from reelrl.models.turns import TurnEncoder, extend_sft_example
 from reelrl.models.vlm import PROMPT_KEYS, EncodedPrompt
 from reelrl.video.decode import SampledVideo, VideoError, load_video
@@ -72,6 +80,10 @@ class PromptEncoder:
 
     def __post_init__(self) -> None:
         self.prompt = get_template(self.template)
+        if self.prompt.frames_as_images and self.system is not None:
+            raise ValueError(f"prompt.system: prompt template {self.prompt.name!r} is the served progress "
+                             "conversation, which has no system turn of its own (reelrl serve uses the chat "
+                             "template's default); leave prompt.system unset")
         if self.system is None:
             self.system = self.prompt.system_text(self.stage)
         spec = getattr(self.processor, "spec", None)
@@ -110,6 +122,19 @@ class PromptEncoder:
         spec = getattr(self.processor, "spec", None)
         return row_images(row, video, spec.factor if spec is not None else 28)
 
+    def episode_frames(self, row: VideoRow, video: SampledVideo) -> list:
+        """A ``frames_as_images`` row's frames: its images in order, uint8 ``[H, W, 3]`` each (:func:`row_images`)."""
+        before, after = self.images(row, video)  # [H, W, 3] each
+        return before + after
+
+    def _encode_frames_chat(self, row: VideoRow, video: SampledVideo, transform: FrameTransform | None) -> dict:
+        """The served progress conversation of a ``frames_as_images`` row (:func:`progress_messages`): the goal
+        (``row.question``), its frames as images (``transform`` applied to them as one clip), the question."""
+        frames = self.episode_frames(row, video)
+        if transform is not None:
+            frames = list(transform(np.stack(frames)))  # [t, H, W, 3] -> t x [H, W, 3]
+        return encode_image_chat(self.processor, progress_messages(row.question, len(frames)), frames)
+
     def _to_prompt(self, key: str, enc: dict) -> EncodedPrompt:
         dev = self.device
         return EncodedPrompt(
@@ -130,10 +155,13 @@ class PromptEncoder:
         text = self.user_text(row, hint)
         self.check_length(row, text)
         video = self.frames(row)
-        frames = transform(video.frames) if transform is not None else video.frames  # [T, H, W, 3]
-        before, after = self.images(row, video)  # [H, W, 3] each; a frame transform edits the video only
-        enc = encode_prompt(self.processor, text, frames, video.fps, system=self.system, images_before=before,
-                            images_after=after)
+        if self.prompt.frames_as_images:
+            enc = self._encode_frames_chat(row, video, transform)
+        else:
+            frames = transform(video.frames) if transform is not None else video.frames  # [T, H, W, 3]
+            before, after = self.images(row, video)  # [H, W, 3] each; a frame transform edits the video only
+            enc = encode_prompt(self.processor, text, frames, video.fps, system=self.system, images_before=before,
+                                images_after=after)
         self.check_length(row, tokens=int(enc["input_ids"].shape[-1]))
         prompt = self._to_prompt(key, enc)
         prompt.meta.update(
@@ -231,6 +259,8 @@ class PromptEncoder:
         :meth:`check_length` first)."""
         self.check_length(row, self.user_text(row))
         video = self.frames(row)
+        if self.prompt.frames_as_images:
+            return append_target(self.processor, self._encode_frames_chat(row, video, None), target)
         before, after = self.images(row, video)  # [H, W, 3] each
         return encode_sft_example(
             self.processor, self.user_text(row), video.frames, video.fps, target, system=self.system,

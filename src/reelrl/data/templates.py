@@ -57,6 +57,12 @@ Registered templates
     removed, as its loader does) for ``[EVENT]``; a row without it is a data error. The text speaks of
     "a red number at its center"; reelrl's labels are black on white (:mod:`reelrl.video.glyphs`).
 
+``served_progress``
+    The served progress critic's conversation (``reelrl serve``, :mod:`reelrl.data.progress_prompt`;
+    SOLE-R1): the user turn is the goal (the row's question), the row's images as the episode's frames
+    (no video), the question; no system turn; target ``<answer>p</answer>``. Rows need ``images`` and
+    ``problem_type: progress`` in [0, 1].
+
 Every registered text is written from its repository; tests compare them
 with the published strings.
 """
@@ -66,6 +72,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
+from reelrl.data.progress_prompt import PROGRESS_GOAL, PROGRESS_QUESTION
 from reelrl.data.schema import LETTERS, DataError, VideoRow
 from reelrl.registry import Registry
 
@@ -99,6 +106,9 @@ class PromptTemplate:
     system: dict[str, str | None] = field(default_factory=dict)
     separator: str = ""
     wrap_think: bool = True
+    #: the row's images (``VideoRow.images``) are an episode's frames, shown as the served progress conversation
+    #: (:mod:`reelrl.data.progress_prompt`: goal = the row's question, the frames as images, the question); no video
+    frames_as_images: bool = False
 
     def __post_init__(self) -> None:
         for stage in STAGES:
@@ -106,7 +116,16 @@ class PromptTemplate:
                 raise ValueError(f"prompt template {self.name!r}: the {stage} text must contain {{question}}")
 
     def check_row(self, row: VideoRow) -> None:
-        """Raise DataError naming the row if this template cannot prompt its problem type."""
+        """Raise DataError naming the row if this template cannot prompt its problem type (or, for a
+        ``frames_as_images`` template, a row without frames or with another answer than a progress in [0, 1])."""
+        if self.frames_as_images:
+            if not row.images:
+                raise DataError(f"row {row.id}: field images: prompt template {self.name!r} shows the row's images "
+                                "as the episode's frames, and the row names none")
+            if row.problem_type != "progress" or tuple(row.meta.get("progress_range", (0.0, 1.0))) != (0.0, 1.0):
+                raise DataError(f"row {row.id}: field problem_type: prompt template {self.name!r} asks the served "
+                                "progress question, whose answer is a progress in [0, 1] (problem_type progress, "
+                                f"meta.progress_range [0, 1]); got {row.problem_type!r}")
         if self.type_suffix is not None and row.problem_type not in self.type_suffix:
             raise DataError(f"row {row.id}: prompt template {self.name!r} has no answer format for problem_type "
                             f"{row.problem_type!r} (it has: {', '.join(self.type_suffix)})")
@@ -316,6 +335,17 @@ def stvg_r1_question(row: VideoRow) -> str:
 @TEMPLATES.register("stvg_r1")
 def stvg_r1() -> PromptTemplate:
     return PromptTemplate("stvg_r1", {s: STVG_R1_TEXT for s in STAGES}, question=stvg_r1_question)
+
+
+# --- the served progress critic (reelrl serve; SOLE-R1): the conversation of reelrl.data.progress_prompt
+SERVED_PROGRESS_TEXT = PROGRESS_GOAL.replace("{goal}", "{question}") + PROGRESS_QUESTION
+
+
+@TEMPLATES.register("served_progress")
+def served_progress() -> PromptTemplate:
+    """``reelrl serve``'s conversation: goal (the row's question), the row's images as the episode's frames,
+    the question; no system turn (the chat template's default); target ``<answer>p</answer>``."""
+    return PromptTemplate("served_progress", {s: SERVED_PROGRESS_TEXT for s in STAGES}, frames_as_images=True)
 
 
 def get_template(spec: str | PromptTemplate) -> PromptTemplate:

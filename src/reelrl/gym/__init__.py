@@ -7,6 +7,8 @@
 - :mod:`reelrl.gym.id_grounding` objects carrying rendered IDs; which one does X, and when (STVG-R1).
 - :mod:`reelrl.gym.manipulation` an end effector pushes an object to a goal: progress and failure
   detection with initial- and current-state images (PRIMO R1).
+- :mod:`reelrl.gym.reaching` rendered 2-D reaching episodes cut at a timestep, progress the answer, frames
+  shown as images (the served critic's conversation; SOLE-R1).
 - :mod:`reelrl.gym.physics`  paired physics counterexamples (physics, physics_open; VideoHallu).
 - :mod:`reelrl.gym.streaming` a video in clips, questions needing several (stream_order; VST).
 - :mod:`reelrl.gym.environments` visual styles (``GymSpec.environment``): backgrounds, palette
@@ -18,6 +20,7 @@
 from reelrl.gym import grounding as _grounding  # noqa: F401 - registers the grounding families
 from reelrl.gym import id_grounding as _id_grounding  # noqa: F401 - registers id_grounding (object IDs)
 from reelrl.gym import manipulation as _manipulation  # noqa: F401 - registers push_progress, push_failure
+from reelrl.gym import reaching as _reaching  # noqa: F401 - registers reach_progress (SOLE-R1)
 from reelrl.gym import physics as _physics  # noqa: F401 - registers the physics counterexample families
 from reelrl.gym import streaming as _streaming  # noqa: F401 - registers stream_order (VST)
 from reelrl.gym.generate import ensure_gym, generate_gym, make_sample

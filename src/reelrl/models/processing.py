@@ -498,6 +498,36 @@ def encode_prompt(
     return out
 
 
+def encode_image_chat(processor: ReelProcessor, messages: list[dict[str, Any]],
+                      images: Sequence[np.ndarray]) -> dict[str, torch.Tensor]:
+    """Encode a chat whose visual inputs are images only (no video), generation prompt included.
+
+    ``messages``: chat messages whose content parts hold one ``{"type": "image"}`` per entry of ``images``,
+    in order (e.g. :func:`reelrl.data.progress_prompt.progress_messages`, the served progress
+    conversation); ``images``: uint8 ``[H, W, 3]`` arrays, sides multiples of ``spec.factor`` (never
+    resized), patchified as :func:`encode_images`. Returns ``input_ids`` [1, P], ``attention_mask``
+    [1, P], ``mm_token_type_ids`` [1, P], ``pixel_values`` [N, C*tp*p*p] and ``image_grid_thw`` [k, 3].
+    """
+    if not images:
+        raise ValueError("encode_image_chat: a chat without a video needs at least one image")
+    text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    if processor.video_token in text:
+        raise ValueError(f"encode_image_chat: the messages hold a video slot ({processor.video_token}); "
+                         "use encode_prompt for a video prompt")
+    image_pixels, image_grids = encode_images(processor, images)  # [N, C*tp*p*p], [k, 3]
+    text = expand_image_slots(processor, text, image_grids.tolist())
+    ids = torch.tensor([processor.tokenizer(text)["input_ids"]], dtype=torch.long)  # [1, P]
+    if int((ids == processor.image_token_id).sum()) != int(image_pixels.shape[0]) // processor.spec.merge_size**2:
+        raise RuntimeError("tokenizer produced another number of image tokens than the images' patches need")
+    return {
+        "input_ids": ids,  # [1, P]
+        "attention_mask": torch.ones_like(ids),  # [1, P]
+        "mm_token_type_ids": mm_token_type_ids(processor, ids),  # [1, P]
+        "pixel_values": image_pixels,  # [N, C*tp*p*p]
+        "image_grid_thw": image_grids,  # [k, 3]
+    }
+
+
 def encode_images(processor: ReelProcessor, images: Sequence[np.ndarray]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Patchify still images as transformers' Qwen2-VL image processor does for an image already at a multiple
     of ``patch * merge`` (the image repeated ``temporal_patch_size`` times): ``pixel_values [N, C*tp*p*p]`` of
@@ -563,6 +593,12 @@ def encode_sft_example(
     """
     enc = encode_prompt(processor, prompt_text, frames, fps, system=system, images_before=images_before,
                         images_after=images_after)
+    return append_target(processor, enc, target_text)
+
+
+def append_target(processor: ReelProcessor, enc: dict[str, torch.Tensor], target_text: str) -> dict[str, torch.Tensor]:
+    """An encoded prompt (:func:`encode_prompt`, :func:`encode_image_chat`) plus the assistant answer: the SFT
+    example of :func:`encode_sft_example` (``labels`` [1, L] on the answer tokens and ``<|im_end|>`` only)."""
     target = processor.tokenizer(target_text + processor.end_of_turn, add_special_tokens=False)["input_ids"]
     tgt = torch.tensor([target], dtype=torch.long)  # [1, A]
     prompt_len = enc["input_ids"].shape[1]
@@ -582,7 +618,9 @@ __all__ = [
     "PROCESSOR_FILES",
     "ReelProcessor",
     "VideoSpec",
+    "append_target",
     "build_messages",
+    "encode_image_chat",
     "video_slot",
     "encode_images",
     "encode_prompt",

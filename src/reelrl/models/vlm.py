@@ -101,7 +101,10 @@ class VLM:
         image placeholders and video embeddings into the video placeholders, each in token order.
         """
         vi = prompt.vision_inputs
-        out = {"video": self.core.get_video_features(vi["pixel_values_videos"], vi["video_grid_thw"], return_dict=True)}
+        out = {}
+        if "pixel_values_videos" in vi:  # an image-only prompt (the served progress conversation) has no video
+            out["video"] = self.core.get_video_features(vi["pixel_values_videos"], vi["video_grid_thw"],
+                                                        return_dict=True)
         if "pixel_values" in vi:
             out["image"] = self.encode_images(vi["pixel_values"], vi["image_grid_thw"])
         return out
@@ -355,10 +358,10 @@ class VLM:
         if vision is not None:
             return {"mm_encoder_outputs": self.repeat_vision(vision, n) if n > 1 else vision}
         vi = prompt.vision_inputs
-        out = {
-            "pixel_values_videos": vi["pixel_values_videos"].repeat(n, 1),  # [n*patches, d]
-            "video_grid_thw": vi["video_grid_thw"].repeat(n, 1),  # [n, 3]
-        }
+        out = {}
+        if "pixel_values_videos" in vi:  # none in an image-only prompt
+            out["pixel_values_videos"] = vi["pixel_values_videos"].repeat(n, 1)  # [n*patches, d]
+            out["video_grid_thw"] = vi["video_grid_thw"].repeat(n, 1)  # [n, 3]
         if "pixel_values" in vi:
             out["pixel_values"] = vi["pixel_values"].repeat(n, 1)  # [n*image patches, d]
             out["image_grid_thw"] = vi["image_grid_thw"].repeat(n, 1)  # [n*k, 3]
