@@ -234,6 +234,88 @@ def test_sample_indices_use_qwen_float32_linspace() -> None:
 
 
 @pytest.mark.parametrize(
+    ("num_frames", "video_fps", "cfg", "expected"),
+    [
+        # smart_nframes, nframes mode: round_by_factor(n, 2) = round(n / 2) * 2, Python round (halves to even)
+        (120, 24.0, dict(nframes=2), 2),
+        (120, 24.0, dict(nframes=3), 4),  # round(1.5) = 2 -> 4
+        (120, 24.0, dict(nframes=9), 8),  # round(4.5) = 4 -> 8
+        (120, 24.0, dict(nframes=11), 12),  # round(5.5) = 6 -> 12
+        (120, 24.0, dict(nframes=1), 2),  # round(0.5) = 0: qwen-vl-utils raises, reelrl raises it to 2
+        # fps mode: floor_by_factor(min(max(total / fps * cfg.fps, ceil(min_frames)), floor(min(max_frames, total)), total))
+        (120, 24.0, dict(fps=24.0, max_frames=15), 14),  # max_frames 15 floors to 14
+        (120, 24.0, dict(fps=0.1, min_frames=3), 4),  # 0.5 frames -> min_frames 3 ceils to 4
+        (7, 24.0, dict(fps=48.0), 6),  # 14 frames asked > 7 in the file: floor(min(768, 7)) = 6
+        (301, 30.0, dict(fps=2.0), 20),  # 301 / 30 * 2 = 20.07 -> 20
+        (339, 30.0, dict(fps=2.0), 22),  # 22.6 -> 22 (floor, not round)
+        (3, 24.0, dict(fps=2.0), 2),  # min_frames 4 > floor(3) = 2: the upper clamp wins, as in qwen-vl-utils
+        (36000, 30.0, dict(fps=2.0), 768),  # 2400 -> FPS_MAX_FRAMES 768
+    ],
+)
+def test_frame_counts_at_bounds_hand_computed(num_frames: int, video_fps: float, cfg: dict, expected: int) -> None:
+    info = info_of(num_frames, fps=video_fps)
+    assert num_sampled_frames(info, VideoSampling(**cfg)) == expected
+
+
+def test_sample_indices_round_halves_to_even() -> None:
+    # 4 frames of 0..9: linspace = 0, 3, 6, 9 (exact); 6 frames of 0..9: 0, 1.8, 3.6, 5.4, 7.2, 9
+    assert sample_indices(info_of(10), VideoSampling(nframes=6)).tolist() == [0, 2, 4, 5, 7, 9]
+    # 4 frames of 0..4: 0, 1.3333, 2.6667, 4
+    assert sample_indices(info_of(5), VideoSampling(nframes=4)).tolist() == [0, 1, 3, 4]
+    # 4 frames of 0..2 (3-frame file, nframes > total, reelrl only): 0, 0.6667, 1.3333, 2 -> 0, 1, 1, 2
+    assert sample_indices(info_of(3), VideoSampling(nframes=4)).tolist() == [0, 1, 1, 2]
+    # frame_factor 1 (a reelrl option; qwen-vl-utils' rounding of the linspace itself):
+    # linspace(0, 7, 3) = 0, 3.5, 7 -> 3.5 rounds to 4 (even)
+    assert sample_indices(info_of(8), VideoSampling(nframes=3, frame_factor=1)).tolist() == [0, 4, 7]
+    # linspace(0, 5, 3) = 0, 2.5, 5 -> 2.5 rounds to 2 (even), not 3
+    assert sample_indices(info_of(6), VideoSampling(nframes=3, frame_factor=1)).tolist() == [0, 2, 5]
+
+
+def test_sampled_fps_is_count_over_frames_times_fps() -> None:
+    # qwen-vl-utils: sample_fps = nframes / total_frames * video_fps; second_per_grid_ts = 2 / sample_fps
+    info = info_of(36000, fps=30.0)
+    idx = sample_indices(info, VideoSampling(nframes=324))
+    assert sampled_fps(idx, info) == pytest.approx(324 / 36000 * 30)  # 0.27
+    assert 2 / sampled_fps(idx, info) == pytest.approx(2 / 0.27)  # 7.4074 s per temporal patch
+
+
+def test_frame_budget_is_a_float_as_qwen_vl_utils() -> None:
+    # fetch_video: max_pixels = max(min(602112, 90316800 / 324 * 2), 105369) = 557511.11 (a float, passed on
+    # to smart_resize). 557511.11 = 2073600 * (14 / 27) ** 2, so for 1080x1920 beta = 27 / 14 and
+    # 1080 / beta = 560 exactly -> 560; 1920 / beta = 995.6 -> 980. Truncating to 557511 gave 532 x 980.
+    info = info_of(36000, fps=30.0, height=1080, width=1920)
+    cfg = VideoSampling(nframes=324)
+    assert frame_max_pixels(cfg, 324) == 90316800 / 324 * 2
+    assert frame_max_pixels(cfg, 324) != int(frame_max_pixels(cfg, 324))
+    assert frame_size(info, cfg, 324) == (560, 980)
+    # 432 frames of 1080x1440: 90316800 / 432 * 2 = 418133.33 = 1555200 * (14 / 27) ** 2 -> 560, 746.7 -> 728
+    assert frame_size(info_of(36000, fps=30.0, height=1080, width=1440), cfg, 432) == (560, 728)
+    # past ~1714 frames the floor int(100352 * 1.05) = 105369 (an int) binds: 90316800 / 1716 * 2 = 105264.3
+    assert frame_max_pixels(cfg, 1716) == 105369
+    # 1080x1920 at that floor: beta = sqrt(2073600 / 105369) = 4.4362; 243.5 -> 224, 432.8 -> 420
+    assert frame_size(info, cfg, 1716) == (224, 420)
+
+
+def test_smart_resize_edges_hand_computed() -> None:
+    big = 10**9
+    # round_by_factor is Python round: 70 / 28 = 2.5 -> 2 -> 56, 98 / 28 = 3.5 -> 4 -> 112 (halves to even)
+    assert smart_resize(70, 98, 28, 1, big) == (56, 112)
+    # 42 / 28 = 1.5 -> 2 -> 56; 14 / 28 = 0.5 -> 0 -> raised to one factor, 28
+    assert smart_resize(42, 14, 28, 1, big) == (56, 28)
+    # aspect ratio exactly 200 is accepted (qwen-vl-utils raises only above): 1 / 28 -> 0 -> 28; 200 / 28 = 7.1 -> 196
+    assert smart_resize(1, 200, 28, 1, big) == (28, 196)
+    with pytest.raises(ValueError, match="aspect ratio"):
+        smart_resize(1, 201, 28, 1, big)
+    # downscaling keeps one factor per side (qwen-vl-utils 0.0.11): 28x5600 > 7840, beta = sqrt(20) = 4.4721;
+    # 28 / beta = 6.3 -> floor 0 -> 28; 5600 / beta = 1252.2 -> 1232
+    assert smart_resize(28, 5600, 28, 1, 10 * 28 * 28) == (28, 1232)
+    # exactly at max_pixels: not above it, so unchanged (the test is h * w > max_pixels)
+    assert smart_resize(560, 1008, 28, 1, 560 * 1008) == (560, 1008)
+    # exactly at min_pixels: not below it, unchanged (h * w < min_pixels)
+    assert smart_resize(56, 56, 28, 56 * 56, big) == (56, 56)
+
+
+@pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         (dict(fps=None, nframes=None), "set `fps` or `nframes`"),

@@ -363,10 +363,15 @@ def smart_resize(
     height: int,
     width: int,
     factor: int = 28,
-    min_pixels: int = 128 * 28 * 28,
-    max_pixels: int = 768 * 28 * 28,
+    min_pixels: float = 128 * 28 * 28,
+    max_pixels: float = 768 * 28 * 28,
 ) -> tuple[int, int]:
     """Qwen's resize rule: sides multiples of ``factor``, aspect kept, area in bounds.
+
+    The steps are qwen-vl-utils' ``smart_resize``; its default bounds are the
+    IMAGE ones (``4 * factor**2`` .. ``16384 * factor**2``), these defaults
+    are the per-frame VIDEO ones of ``fetch_video`` (reelrl calls it for video
+    frames; image callers pass their bounds).
 
     1. ``h, w = max(factor, round_by_factor(height)), max(factor, round_by_factor(width))``.
     2. If ``h * w > max_pixels``: ``beta = sqrt(height * width / max_pixels)`` and
@@ -399,13 +404,19 @@ def smart_resize(
     return h, w
 
 
-def frame_max_pixels(cfg: VideoSampling, nframes: int) -> int:
+def frame_max_pixels(cfg: VideoSampling, nframes: int) -> float:
     """Per-frame pixel cap after the ``total_pixels`` budget (qwen-vl-utils ``fetch_video``).
 
     With ``total_pixels`` (by default :data:`VIDEO_TOTAL_PIXELS`) it is
     ``min(max_pixels, max(min(max_pixels, total_pixels / nframes * frame_factor),
     int(min_pixels * 1.05)))`` -- the budget is per temporal patch of
     ``frame_factor`` frames, and never pushes a frame below ~``min_pixels``.
+    The value is NOT truncated to an integer: qwen-vl-utils hands the float
+    budget to ``smart_resize``, whose ``beta = sqrt(h * w / max_pixels)``
+    sees the fraction. Truncating would change sizes: 1080x1920 at 324 frames
+    has the budget 90316800 / 324 * 2 = 557511.11 = 2073600 * (14/27)**2, so
+    ``1080 / beta`` is exactly 560 (kept: 560 x 980), while 557511 gives
+    559.9999 and 532 x 980.
     qwen-vl-utils computes ``max(min(VIDEO_MAX_PIXELS, budget), int(min_pixels
     * 1.05))`` and then takes the min with a given ``max_pixels``: the same
     value whenever ``max_pixels <= VIDEO_MAX_PIXELS`` (see the module
@@ -421,9 +432,9 @@ def frame_max_pixels(cfg: VideoSampling, nframes: int) -> int:
         return cfg.max_pixels
     if nframes < 1:
         raise ValueError(f"frame_max_pixels: nframes must be >= 1, got {nframes}")
-    budget = cfg.total_pixels / nframes * cfg.frame_factor
+    budget = cfg.total_pixels / nframes * cfg.frame_factor  # float, as qwen-vl-utils
     px = max(min(cfg.max_pixels, budget), int(cfg.min_pixels * 1.05))
-    return int(min(cfg.max_pixels, px))
+    return min(cfg.max_pixels, px)
 
 
 def frame_size(info: VideoInfo, cfg: VideoSampling, nframes: int) -> tuple[int, int]:
