@@ -175,32 +175,23 @@ class TestExtractChoice:
         assert extract_choice("E", 3, "benchmark") is None  # class stays ABCD below four options
         assert extract_choice("D", 3, "benchmark") == "D"  # returned as the reference does; simply wrong
 
-    def test_videomme_letter_is_the_reference(self) -> None:
-        import re
-
-        def reference(s: str) -> str:  # lmms-eval tasks/videomme/utils.py, verbatim
-            s = s.strip()
-            answer_prefixes = [
-                "The best answer is",
-                "The correct answer is",
-                "The answer is",
-                "The answer",
-                "The best option is" "The correct option is",  # noqa: ISC001 (sic)
-                "Best answer:" "Best option:",  # noqa: ISC001 (sic)
-            ]
-            for answer_prefix in answer_prefixes:
-                s = s.replace(answer_prefix, "")
-            if len(s.split()) > 10 and not re.search("[ABCD]", s):
-                return ""
-            matches = re.search(r"[ABCD]", s)
-            if matches is None:
-                return ""
-            return matches[0]
-
-        texts = ["The correct answer is (C).", "Best answer: A", "The correct option is B", "the answer is d",
-                 "  D. Sitting down  ", "After the Door opens, A", "The answerB", "", "Option C"]
-        for t in texts:
-            assert videomme_letter(t) == reference(t), t
+    @pytest.mark.parametrize(
+        "text,expected",
+        [
+            # extract_characters_regex by hand: strip, delete each prefix, first of [ABCD] or ""
+            ("The correct answer is (C).", "C"),  # prefix deleted -> " (C)." -> C
+            ("Best answer: A", "B"),  # only the joined "Best answer:Best option:" is a prefix: the B of "Best"
+            ("The correct option is B", "B"),  # not a prefix on its own (joined in the list); no A-D before B
+            ("the answer is d", ""),  # case-sensitive prefixes and letters
+            ("  D. Sitting down  ", "D"),
+            ("After the Door opens, A", "A"),  # the A of "After"
+            ("The answerB", "B"),  # "The answer" deleted -> "B"
+            ("", ""),
+            ("Option C", "C"),
+        ],
+    )
+    def test_videomme_letter_hand_computed(self, text: str, expected: str) -> None:
+        assert videomme_letter(text) == expected
 
     def test_bad_mode(self) -> None:
         with pytest.raises(ValueError, match="valid: strict, benchmark"):
@@ -374,6 +365,91 @@ def test_mra_matches_vsibench_formula() -> None:
         for pred in np.arange(0.0, 2.5 * gold, gold / 40):
             ref = float((abs(pred - gold) / gold <= 1 - conf).mean())
             assert mra_score(float(pred), gold) == ref, (pred, gold)
+
+
+@pytest.mark.parametrize(
+    "answer,gold,expected",
+    [
+        # VSI-Bench reads float(first word, trailing dots stripped); reelrl parse_number on the tag content.
+        # Where the two read the same number, the scores are those of mean_relative_accuracy by hand:
+        ("3", "4", 0.6),  # rel 0.25 <= 0.5 .45 .4 .35 .3 .25 -> 6 / 10
+        ("3.", "4", 0.6),  # "3.".rstrip(".") = "3"
+        ("3 chairs", "4", 0.6),  # first word "3"
+        ("4", "4", 1.0),
+        ("8", "4", 0.0),  # rel 1.0
+        # Deliberate differences (functions module docstring): VSI-Bench reads no number from these (0);
+        # reelrl reads the last number of the answer.
+        ("about 3", "4", 0.6),
+        ("1,000", "800", 0.6),  # rel 0.25
+        ("", "4", 0.0),  # no number: 0 in both
+    ],
+)
+def test_mra_reward_reads_the_answer(answer: str, gold: str, expected: float) -> None:
+    assert call("mra", [wrap(answer)], answer=[gold]) == [expected]
+
+
+@pytest.mark.parametrize(
+    "answer,gold,expected",
+    [
+        # Video-R1 numerical: round(out, 2) == round(gt, 2) with Python's round on float64
+        ("2.675", "2.67", 1.0),  # 2.675 is 2.67499999... in binary: round -> 2.67
+        ("2.675", "2.68", 0.0),
+        ("0.125", "0.12", 1.0),  # exactly 1/8: round half to even -> 0.12
+        ("0.125", "0.13", 0.0),
+        ("0.375", "0.38", 1.0),  # exactly 3/8: half to even -> 0.38
+        ("-3.004", "-3", 1.0),
+        ("-3.006", "-3", 0.0),  # -3.01
+        ("1,234.5", "1234.50", 1.0),  # both have a decimal mark: Video-R1 scores 1 too
+        ("", "3", 0.0),
+        # Deliberate differences (functions module docstring); Video-R1 scores each of these 0:
+        ("3.0", "3", 1.0),  # "." in one of them only
+        ("1,000", "1000", 1.0),  # "," in one of them only
+        ("3 apples", "3", 1.0),  # float("3 apples") fails there
+        ("between 2 and 3", "3", 1.0),  # the last number
+    ],
+)
+def test_numeric_reward_hand_computed(answer: str, gold: str, expected: float) -> None:
+    assert call("numeric", [wrap(answer)], answer=[gold]) == [expected]
+    assert call("accuracy", [wrap(answer)], answer=[gold], problem_type=["numerical"]) == [expected]
+
+
+@pytest.mark.parametrize(
+    "answer,gold,expected",
+    [
+        # 1 - min(1, |p - g| / |g|); Video-R1 adds 1e-9 to numerator and denominator (documented difference):
+        ("10", "10", 1.0),  # Video-R1: 1 - 1e-9 / (10 + 1e-9) = 0.9999999999
+        ("12", "10", 0.8),
+        ("7.5", "10", 0.75),
+        ("-8", "-10", 0.8),  # |-8 - -10| / |-10| = 0.2
+        ("30", "10", 0.0),  # relative error 2, clipped to 1
+        ("0", "10", 0.0),
+        ("1,500", "1000", 0.5),
+        ("no idea", "10", 0.0),
+    ],
+)
+def test_regression_reward_hand_computed(answer: str, gold: str, expected: float) -> None:
+    assert call("regression", [wrap(answer)], answer=[gold]) == [pytest.approx(expected, abs=1e-15)]
+
+
+def test_ocr_reward_edges_hand_computed() -> None:
+    # clip(1 - WER, 0, 1), WER = word edit distance / max(1, len(reference words)), as Video-R1
+    assert call("ocr", [wrap("")], answer=["STOP here"]) == [0.0]  # 2 deletions / 2
+    assert call("ocr", [wrap("STOP")], answer=["STOP here"]) == [0.5]  # 1 deletion / 2
+    assert call("ocr", [wrap("stop here")], answer=["STOP here"]) == [0.5]  # case-sensitive: 1 substitution
+    assert call("ocr", [wrap("STOP  here\n")], answer=["STOP here"]) == [1.0]  # whitespace split
+    assert call("ocr", [wrap("")], answer=[""]) == [1.0]  # 0 / max(1, 0)
+    assert call("ocr", [wrap("x")], answer=[""]) == [0.0]  # 1 insertion / 1
+
+
+def test_multi_choice_soft_reads_letters_not_raw_parts() -> None:
+    # TW-GRPO splits the answer on "," after removing spaces: "A C" -> {"AC"} (0), "A," -> {"A", ""} (0);
+    # reelrl reads letters (documented difference): {A, C} = Q -> 1, {A} subset of {A, C} -> 1/2.
+    opts = [["w", "x", "y", "z"]]
+    assert call("multi_choice_soft", [wrap("A C")], answer=["A,C"], options=opts) == [1.0]
+    assert call("multi_choice_soft", [wrap("A,")], answer=["A,C"], options=opts) == [0.5]
+    # as TW-GRPO: strict subset |P| / |Q|, any wrong option 0
+    assert call("multi_choice_soft", [wrap("C")], answer=["A,B,C,D"], options=opts) == [0.25]
+    assert call("multi_choice_soft", [wrap("A,B,C,D")], answer=["A,B,C"], options=opts) == [0.0]
 
 
 # ------------------------------------------------------------------ reward functions

@@ -60,8 +60,11 @@ def compute_rewards(
 
     Each function is called as ``fn(completions, **columns, **spec.kwargs)``
     and must return N values. ``None`` ("not applicable") becomes NaN in its
-    column and contributes 0 to the total; a row for which every reward is
-    ``None`` is an error. Returns ``(total [N], {spec.name: values [N]})``,
+    column and contributes 0 to the total, as TRL's ``GRPOTrainer`` does
+    (``(rewards_per_func * reward_weights).nansum(dim=1)``). A row for which
+    every reward is ``None`` is an error here; TRL warns and gives it 0 (a
+    recipe whose rewards skip a row entirely is a configuration mistake, and
+    a silent 0 would train on it). Returns ``(total [N], {spec.name: values [N]})``,
     float32 on CPU.
     """
     if not specs:

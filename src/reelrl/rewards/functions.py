@@ -30,8 +30,12 @@ algorithms.md (VideoTG-R1).
 
 All types:
 
-* Video-R1 reads the FIRST ``<answer>`` tag (``re.search``); reelrl the LAST.
-  They agree on completions that earn the format reward (exactly one tag).
+* Video-R1 (and TW-GRPO) read the FIRST ``<answer>`` tag (``re.search``);
+  reelrl the LAST (as STVG-R1 does). They agree on completions that earn the
+  format reward (exactly one tag).
+* Video-R1 and TW-GRPO read a conversational completion's FIRST message
+  (``completion[0]["content"]``); reelrl its LAST (:func:`_text`). TRL's
+  completions are one assistant message, where both are the same.
 * Video-R1 applies the type of the batch's first row to every row
   (``kwargs['problem_type'][0]``); ``accuracy`` dispatches per row.
 * Video-R1 scores 0 for an unknown type or a gold answer it cannot parse;
@@ -45,8 +49,9 @@ Per type (``problem_type`` -> reward):
 * ``multiple_choice`` (``choice``): Video-R1 needs the answer to equal the
   gold string exactly (``"B"``); here :func:`parse_choice` reads the letter,
   so ``"(B)"``, ``"b"``, ``"B. blue"`` and ``"The answer is B"`` also score 1.
-* ``numerical`` (``numeric``): both round to 2 decimals and compare, as
-  Video-R1. Video-R1 parses the WHOLE answer as one float after removing
+* ``numerical`` (``numeric``): both round to 2 decimals with Python's
+  ``round`` and compare, as Video-R1 -- so binary halves go where float64
+  puts them (``round(2.675, 2) = 2.67``, ``round(0.125, 2) = 0.12``). Video-R1 parses the WHOLE answer as one float after removing
   commas ("3 apples" scores 0) and scores 0 when exactly one of answer and
   gold contains "." or "," ("3.0" vs "3", "1,000" vs "1000"); here the last
   number in the answer is read (:func:`parse_number`) and only values count.
@@ -74,13 +79,20 @@ Per type (``problem_type`` -> reward):
   range from the row's ``meta["progress_range"]`` (default [0, 1]); the
   answer must be exactly one number (:mod:`reelrl.rewards.progress`).
 * ``mra`` (evaluation of regression): VSI-Bench's inclusive thresholds, see
-  :func:`mra_score`.
+  :func:`mra_score`. VSI-Bench reads the prediction as ``float`` of its first
+  space-separated word with trailing dots removed (``fuzzy_matching``; "3
+  chairs" and "3." give 3, "about 3" and "1,000" give no number and score 0,
+  and it has no ``<answer>`` tags); here the ``<answer>`` content is read by
+  :func:`parse_number` (its last number, thousands commas, number words), as
+  for ``numerical``, so "about 3" scores as 3.
 * ``multi_choice_soft``: TW-GRPO's ``accuracy_reward`` first tries
   ``math_verify`` equality, then splits the answer on "," (case-sensitive raw
   strings) and scores ``|P| / |Q|`` when P is a subset of Q; without tags it
-  reads the whole completion. Here the tag is required and the letters are
-  read by :func:`parse_choices` (case-insensitive; a letter beyond the
-  options scores 0). ``multi_choice`` is TW-GRPO's exact-set
+  reads the whole completion; its sets are the comma-separated parts after
+  removing spaces (so "A C" is the one part "AC" and scores 0, "A," holds an
+  empty part and scores 0). Here the tag is required and the letters are
+  read by :func:`parse_choices` (case-insensitive; "A C" and "A and C" are
+  {A, C}; a letter beyond the options scores 0). ``multi_choice`` is TW-GRPO's exact-set
   ``origin_accuracy_reward``.
 * ``format``: Video-R1 ``re.fullmatch``-es ``<think>.*?</think>\\s*<answer>.*?</answer>``,
   which rejects surrounding whitespace and accepts extra tags inside the
