@@ -164,7 +164,8 @@ def score_samples(
     add_paired(result, [row for row, _, _ in samples], acc.tolist())  # per_task[k]["paired"] for grouped families
     add_critic(result, [row for row, _, _ in samples], texts, acc.tolist())  # progress MAE, failure detection
     records = [{
-        "id": row.id, "task": row.task, "answer": row.answer, "completion": text, "length": n,
+        "id": row.id, "task": row.task, "video": row.video, "question": row.prompt_text(), "answer": row.answer,
+        "completion": text, "length": n,
         "accuracy": float(acc[i]), "accuracy_benchmark": bench[i], "format": float(fmt[i]),
         "reward": float(total[i]), **checks[i],
         **{f"reward/{k}": float(v[i]) for k, v in per.items()},

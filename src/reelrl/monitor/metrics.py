@@ -1,4 +1,4 @@
-"""Metrics sinks: a JSONL file, TensorBoard events, optionally wandb; and a step timer."""
+"""Metrics sinks: a JSONL file, TensorBoard events, optionally wandb; a JSONL record log; and a step timer."""
 
 from __future__ import annotations
 
@@ -62,6 +62,37 @@ class MetricsLogger:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
+
+
+class RecordLog:
+    """Appends JSON records (one per line) to one file, such as a stage's ``samples.jsonl``.
+
+    ``enabled=False`` (every rank but 0 of a distributed run, ``ParallelDims.is_main``) writes nothing. Floats
+    that are not finite are written as ``null``, so that every line is strict JSON (browsers read it).
+    """
+
+    def __init__(self, path: Path, enabled: bool = True) -> None:
+        self.path = Path(path)
+        self.enabled = enabled
+
+    def write(self, records: list[dict[str, Any]]) -> None:
+        if not self.enabled or not records:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(_finite(r), allow_nan=False) + "\n")
+
+
+def _finite(x: Any) -> Any:
+    """``x`` with every non-finite float replaced by None (in nested dicts and lists)."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 class Timer:

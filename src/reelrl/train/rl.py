@@ -32,7 +32,6 @@ optimizer step. With one process every collective is the identity.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from pathlib import Path
 
@@ -47,6 +46,7 @@ from reelrl.data.schema import VideoRow
 from reelrl.dist.parallel import ParallelDims
 from reelrl.models.embed_cache import VideoEmbeddingCache
 from reelrl.models.vlm import VLM, EncodedPrompt, token_entropy, token_logprobs
+from reelrl.monitor.metrics import RecordLog
 from reelrl.rewards import RewardSpec, compute_rewards
 from reelrl.rollout.engine import GenerationRequest
 from reelrl.rollout.hf import make_generators
@@ -103,6 +103,7 @@ class RLTrainer(StageTrainer):
         self.hooks = Hooks(self)
         self.data = DataState(self.source, self.hooks)  # checkpointed data position
         self._draws = 0  # prompts rolled out so far in this step (seed key)
+        self.sample_log = RecordLog(self.stage_dir / "samples.jsonl", enabled=self.dims.is_main)
 
     # --------------------------------------------------------------- collect
     def rollout(self, view: PromptView, index: int, key: tuple[int, ...], n: int | None = None) -> Group | None:
@@ -383,24 +384,27 @@ class RLTrainer(StageTrainer):
                 metrics.update(self.update(groups, kept))
             if self.step_idx % self.rl.log_samples_every == 0:
                 self.log_samples(groups)
-        return {**metrics, **_rollout_metrics(seen), **self.dims.mean_metrics(self.hooks.metrics()),
+        return {**metrics, **_rollout_metrics(seen), **_task_accuracy(seen, self.rows),
+                **self.dims.mean_metrics(self.hooks.metrics()),
                 **self.timer.pop(), **self._vision_cache_metrics(), **self.vlm.metrics(), "lr": self.sched.get_last_lr()[0]}
 
     def log_samples(self, groups: list[Group]) -> None:
-        """Append every rank's trained groups of this step to ``samples.jsonl`` (rank 0 writes, in step order)."""
+        """Append every rank's trained groups of this step to ``samples.jsonl`` (rank 0 writes, in step order).
+
+        A record holds what ``reelrl report`` shows of a group: the row (id, task, video, question as shown,
+        answer, the view's frame-transform names), every completion with its token hash, reward, advantage
+        and per-reward columns (``accuracy``, ``format``, the recipe's rewards; ``null`` where not scored).
+        """
         records = [{
             "step": self.step_idx, "key": list(g.key), "row": g.row.id, "task": g.row.task, "answer": g.row.answer,
+            "video": g.row.video, "question": g.row.prompt_text(), "variant": g.view.variant if g.view else "",
             "completions": g.texts,
             "token_sha1": [hashlib.sha1(bytes(str(t[: int(n)].tolist()), "ascii")).hexdigest()[:16]
                            for t, n in zip(g.rollout.tokens, g.rollout.lengths)],
             "rewards": g.rewards.tolist(), "advantages": g.advantages.tolist(),
+            "columns": {k: v.float().tolist() for k, v in g.columns.items()},
         } for g in groups]
-        every = sorted((r for part in self.dims.gather(records) for r in part), key=lambda r: r["key"])
-        if self.dims.is_main:
-            self.stage_dir.mkdir(parents=True, exist_ok=True)
-            with (self.stage_dir / "samples.jsonl").open("a", encoding="utf-8") as f:
-                for r in every:
-                    f.write(json.dumps(r) + "\n")
+        self.sample_log.write(sorted((r for part in self.dims.gather(records) for r in part), key=lambda r: r["key"]))
 
     def status(self, metrics: dict[str, float]) -> str:
         return f"reward {metrics['reward/mean']:.3f} acc {metrics.get('reward/accuracy/mean', float('nan')):.3f}"
@@ -416,6 +420,20 @@ def _columns(rows: list[VideoRow], repeats: list[int]) -> dict[str, list]:
 def _acc(sums: dict[str, float], metrics: dict[str, float], n: int) -> None:
     for k, v in metrics.items():
         sums[k] = sums.get(k, 0.0) + float(v) / n
+
+
+def _task_accuracy(groups: list[GroupStats], rows: list[VideoRow]) -> dict[str, float]:
+    """``task/<task>/accuracy``: the mean ``accuracy`` column of the step's completions of each task."""
+    by_task: dict[str, list[Tensor]] = {}
+    for g in groups:
+        if "accuracy" in g.columns:
+            by_task.setdefault(rows[g.index].task, []).append(g.columns["accuracy"].float())  # [G]
+    out = {}
+    for task, cols in sorted(by_task.items()):
+        col = torch.cat(cols)  # [n*G]
+        valid = col[~torch.isnan(col)]
+        out[f"task/{task}/accuracy"] = float(valid.mean()) if valid.numel() else float("nan")
+    return out
 
 
 def _rollout_metrics(groups: list[GroupStats]) -> dict[str, float]:
