@@ -320,6 +320,46 @@ class Pipeline:
             print_eval(res, title, chance)
         return res
 
+    def benchmark(self, name: str, root: Path, out_dir: Path, *, prompt: str = "official",
+                  annotations: Path | None = None, limit: int | None = None, overwrite: bool = False) -> dict:
+        """A public benchmark (:mod:`reelrl.eval.bench`) on this pipeline's model, resumable, into ``out_dir``.
+
+        ``prompt``: ``official`` (the benchmark's own user text, the chat template's system turn) or ``recipe``
+        (the recipe's prompt template, as in training). The recipe gives the frame sampling (``eval.video`` over
+        ``video``), ``eval.max_new_tokens``, ``eval.batch_size`` and the rollout engine.
+        """
+        from reelrl.data.templates import STAGES, PromptTemplate
+        from reelrl.eval.bench import get_benchmark
+        from reelrl.eval.bench.run import run_benchmark
+
+        if prompt not in ("official", "recipe"):
+            raise ConfigError(f"--prompt must be 'official' or 'recipe', got {prompt!r}")
+        bench = get_benchmark(name)
+        rows = bench.load(Path(root), annotations)
+        vlm, processor = self.load(for_training=False)
+        if prompt == "official":
+            template = PromptTemplate(f"{name}:official", {s: "{question}" for s in STAGES}, question=bench.prompt,
+                                      system={s: bench.system for s in STAGES})
+            system = bench.system
+        else:
+            template, system = get_template(self.cfg.prompt.template), self.cfg.prompt.system
+        sampling = sampling_params(self.cfg, processor.tokenizer, vlm, self.cfg.eval.max_new_tokens)
+        encoder = PromptEncoder(processor, self.cfg.eval_video(), template, system, self.device, stage="eval",
+                                max_prompt_tokens=self.cfg.data.max_prompt_tokens)
+        encoder.check_rows(rows)
+        settings = {"bench": name, "root": str(Path(root).absolute()), "model": self.label,
+                    "model_path": str(self.model_path), "prompt": prompt,
+                    "template": template.name, "video": encoder.video.model_dump(mode="json"),
+                    "max_new_tokens": self.cfg.eval.max_new_tokens}
+        try:
+            return run_benchmark(bench, rows, vlm, processor.tokenizer, encoder, sampling, Path(out_dir), settings,
+                                 limit=limit, overwrite=overwrite, batch_size=self.cfg.eval.batch_size,
+                                 dims=self.dims, progress=self.cfg.logging.progress,
+                                 engine=build_engine(self.cfg.rollout.engine, vlm, self.cfg.rl.share_prefix,
+                                                     **self.cfg.rollout.engine_kwargs))
+        finally:
+            encoder.close()
+
     def grounding_agents(self, src: Path, out: Path, *, difficulty: bool = True, reflect: bool = False,
                          drop_flagged: bool = False, min_outside: float = 0.5) -> dict[str, dict]:
         """VideoTG-R1's data agents (:mod:`reelrl.eval.grounding_agents`) with this pipeline's model on the rows
