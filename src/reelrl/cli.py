@@ -162,20 +162,44 @@ def eval_dir(cfg: RecipeConfig, label: str, out: Path | None, overwrite: bool) -
 
 
 @app.command("eval")
-def eval_(recipe: str, overrides: Optional[list[str]] = OVERRIDES,
+def eval_(recipe: Optional[str] = typer.Argument(None, help="Recipe file or packaged name (with --bench: "
+                                                 "default 'bench')."),
+          overrides: Optional[list[str]] = OVERRIDES,
           model: Optional[str] = typer.Option(None, help="Model directory (default: the recipe's model.path)."),
           out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: "
-                                             "<runs>/eval-<recipe>-<model>)."),
+                                             "<runs>/eval-<recipe>-<model>, or <runs>/bench-<bench>-<model>)."),
           overwrite: bool = typer.Option(False, "--overwrite", help="Write into --out even if a training run "
-                                         "created it.")) -> None:
-    """Greedy evaluation of a model on the recipe's eval split, in a directory of its own.
+                                         "created it (with --bench: discard samples made with other settings)."),
+          bench: Optional[str] = typer.Option(None, "--bench", help="A public benchmark instead of the recipe's "
+                                              "eval split: videomme | mvbench | vsibench | longvideobench | mmvu | "
+                                              "clevrer | video_holmes."),
+          root: Optional[Path] = typer.Option(None, "--root", help="With --bench: the benchmark's files as "
+                                              "distributed (annotations and videos)."),
+          annotations: Optional[Path] = typer.Option(None, "--annotations", help="With --bench: this annotation "
+                                                     "file instead of the published default under --root."),
+          prompt: str = typer.Option("official", "--prompt", help="With --bench: official (the benchmark's own "
+                                     "prompt) or recipe (the recipe's prompt template, as in training)."),
+          limit: Optional[int] = typer.Option(None, "--limit", min=1, help="With --bench: only the first N "
+                                              "samples (a rerun without it continues with the rest)."),
+          nproc: Optional[int] = NPROC) -> None:
+    """Greedy evaluation of a model on the recipe's eval split, or on a public benchmark (``--bench``).
 
     Results are labelled by the model (``RUN/STAGE`` for a reelrl stage
     model); the frames are sampled for that model's processor (its patch
     factors, qwen-vl-utils' pixel defaults for them) unless the recipe or the
     command line sets them. Nothing unused is built: with ``--model`` the
-    recipe's tiny checkpoint is not.
+    recipe's tiny checkpoint is not. With ``--bench`` a rerun into the same
+    directory continues where the last one stopped.
     """
+    if recipe is not None and "=" in recipe:  # `reelrl eval --bench x eval.max_new_tokens=16`: overrides only
+        overrides, recipe = [recipe, *(overrides or [])], None
+    if bench is not None:
+        if nproc is not None:
+            _torchrun(nproc, 1, 0, None)
+        _bench(recipe or "bench", overrides, model, bench, root, annotations, prompt, limit, out, overwrite)
+        return
+    if recipe is None:
+        _fail("reelrl eval needs a recipe (or --bench NAME --root DIR)")
     cfg = _load(recipe, [*(overrides or []), "stages=[eval]"], {"model.path": model} if model else None)
     label = model_label(model or cfg.model.path)
     cfg.output_dir = str(eval_dir(cfg, label, out, overwrite))
@@ -185,6 +209,54 @@ def eval_(recipe: str, overrides: Optional[list[str]] = OVERRIDES,
         shutil.rmtree(cfg.run_dir() / "0-eval")
     console.print(f"[bold]reelrl[/] eval of {label} on {cfg.eval.split}; results in {cfg.run_dir()}")
     _run(cfg, False, None, model, label)
+
+
+def _bench(recipe: str, overrides: list[str] | None, model: str | None, bench: str, root: Path | None,
+           annotations: Path | None, prompt: str, limit: int | None, out: Path | None, overwrite: bool) -> None:
+    """``reelrl eval --bench``: one benchmark (reelrl.eval.bench), resumable, summary printed."""
+    from reelrl.eval.bench import BENCHMARKS
+    from reelrl.pipeline import Pipeline
+
+    try:
+        BENCHMARKS.get(bench)
+    except KeyError as e:
+        _fail(str(e.args[0]))
+    if root is None:
+        _fail("--bench needs --root DIR: the benchmark's files as distributed")
+    if not root.is_dir():
+        _fail(f"--root {root}: not a directory")
+    fill = {"data.test": str(root), **({"model.path": model} if model else {})}
+    cfg = _load(recipe, [*(overrides or []), "stages=[eval]"], fill)
+    label = model_label(model or cfg.model.path)
+    out = out if out is not None else cfg.run_dir().parent / f"bench-{bench}-{label.replace('/', '-')}"
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with _user_errors(out):
+        pipe = Pipeline(cfg, model_path=model, label=label)
+        if pipe.dims.is_main:
+            console.print(f"[bold]reelrl[/] {bench} with {label} ({prompt} prompt); results in {out}")
+        summary = pipe.benchmark(bench, root, out, prompt=prompt, annotations=annotations, limit=limit,
+                                 overwrite=overwrite)
+    if pipe.dims.is_main:
+        print_bench(summary)
+
+
+def print_bench(summary: dict) -> None:
+    """The headline numbers of a benchmark summary, strict and benchmark extraction side by side."""
+    from rich.table import Table
+
+    table = Table(title=f"{summary['title']}: {summary['model']} ({summary['prompt']} prompt)")
+    table.add_column("score")
+    table.add_column("strict", justify="right")
+    table.add_column("benchmark", justify="right")
+    strict, official = summary["scores"]["strict"] or {}, summary["scores"]["benchmark"] or {}
+    for key, value in official.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            s = strict.get(key)
+            table.add_row(key, "-" if s is None else f"{s:.4f}", f"{value:.4f}")
+    console.print(table)
+    state = "complete" if summary["complete"] else f"partial: {summary['n']} of {summary['n_total']}"
+    console.print(f"{summary['n']} samples scored ({state}), {len(summary['skipped'])} skipped; "
+                  "breakdowns in summary.json")
 
 
 @app.command()
