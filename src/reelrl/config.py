@@ -329,8 +329,9 @@ class RLConfig(_Strict):
     log_samples_every: int = Field(
         10,
         ge=1,
-        description="Every N steps, append the step's trained groups to <stage>/samples.jsonl (row, completions, "
-        "token hashes, rewards, advantages).",
+        description="Every N steps, append the step's trained groups to <stage>/samples.jsonl (row id, task, video, "
+        "question, answer, completions, token hashes, rewards, advantages, reward columns; rank 0 writes), "
+        "the training groups of reelrl report's rollout browser.",
     )
     row_source: RowSourceConfig = Field(
         default_factory=RowSourceConfig, description="Which rows each step sees (uniform, curricula, filters)."
