@@ -30,12 +30,11 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from reelrl.data.answers import extract_tag
-from reelrl.data.schema import LETTERS, DataError, VideoRow, video_path_problem
+from reelrl.data.schema import DataError, VideoRow, video_path_problem
 
 __all__ = [
     "MODES",
@@ -208,10 +207,6 @@ def answer_text(text: str) -> str:
     return text if tag is None else tag
 
 
-def letters(n: int) -> str:
-    return LETTERS[:n]
-
-
 def mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
@@ -224,14 +219,3 @@ def accuracy_by(records: list[dict], mode: str, key: Callable[[dict], str] | str
         g = rec["fields"][key] if isinstance(key, str) else key(rec)
         groups[str(g)].append(float(rec[mode]["score"]))
     return {g: {"n": len(v), metric: sum(v) / len(v)} for g, v in sorted(groups.items())}
-
-
-@dataclass(frozen=True)
-class Judgement:
-    """A convenience for adapters: ``Judgement(pred, score).asdict()``."""
-
-    pred: Any
-    score: float
-
-    def asdict(self) -> dict[str, Any]:
-        return {"pred": self.pred, "score": float(self.score)}
