@@ -16,7 +16,8 @@
 3. Prints a table in the layout of the papers' tables (one row per method,
    held-out accuracy per task family and overall as mean ± std over seeds,
    seconds per RL step), and writes ``<out>/ablation.json`` and
-   ``<out>/ablation.png`` (bar chart with the SFT and chance levels).
+   ``<out>/ablation.png`` (bar chart with the SFT and chance levels) and ``<out>/ablation.html``
+   (``reelrl report``'s comparison: every run's final evaluation, RL curves overlaid).
 
 ``--quick`` shrinks everything (4 RL steps of 4 prompts x 4 completions, 16
 test rows, half an SFT epoch) so the whole ablation finishes in minutes on a
@@ -216,7 +217,8 @@ def main() -> None:
     (args.out / "ablation.json").write_text(json.dumps(result, indent=2))
     print_table(result, console)
     plot(result, args.out / "ablation.png")
-    console.print(f"wrote {args.out / 'ablation.json'} and {args.out / 'ablation.png'}")
+    compare_runs(args.out, recipes, args.seeds, args.out / "ablation.html")
+    console.print(f"wrote {args.out / 'ablation.json'}, {args.out / 'ablation.png'} and {args.out / 'ablation.html'}")
 
 
 def print_table(result: dict, console: Console) -> None:
@@ -237,6 +239,14 @@ def print_table(result: dict, console: Console) -> None:
         table.add_row(f"SFT + {name}", *[f"{arm['per_task_mean'][t]:.3f}" for t in tasks],
                       f"{arm['accuracy_mean']:.3f} ± {arm['accuracy_sd']:.3f}", "-" if sps is None else f"{sps:.1f}")
     console.print(table)
+
+
+def compare_runs(out: Path, recipes: list[str], seeds: list[int], path: Path) -> None:
+    """``reelrl report``'s comparison of the SFT run and every arm's run: each run's final evaluation in one
+    table and their RL curves (reward, accuracy, format, KL, entropy, length, clip fraction) overlaid."""
+    from reelrl.report import write_comparison
+
+    write_comparison([out / "sft", *[out / name / f"seed{seed}" for name in recipes for seed in seeds]], path)
 
 
 def plot(result: dict, path: Path) -> None:

@@ -17,7 +17,7 @@ COMPARED = ("reward/mean", "reward/accuracy/mean", "reward/format/mean", "loss/k
 
 def run_labels(runs: list[Run]) -> list[str]:
     """Each run's path relative to the runs' common folder (``grpo/seed0``), or its folder name alone."""
-    paths = [str(r.dir.resolve()) for r in runs]
+    paths = [os.path.abspath(r.dir) for r in runs]
     if len(paths) > 1:
         common = os.path.commonpath(paths)
         labels = [os.path.relpath(p, common) for p in paths]
