@@ -117,6 +117,21 @@ def test_a_malformed_metrics_line_names_file_and_line(runs, tmp_path):
         write_report(bad)
 
 
+def test_a_run_still_training_is_reported_as_far_as_it_got(runs, tmp_path):
+    live = tmp_path / "live"
+    shutil.copytree(runs["main"], live, ignore=shutil.ignore_patterns("model", "checkpoint-*", "3-eval"))
+    (live / "2-rl" / "done.json").unlink()
+    (live / "summary.json").unlink()
+    with (live / "2-rl" / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 4, "reward/me')  # the line being written right now
+    run = load_run(live)
+    assert [(s.name, s.done) for s in run.stages] == [("0-sft", True), ("1-eval", True), ("2-rl", False)]
+    assert [m["step"] for m in run.stages[2].metrics] == [1, 2, 3]
+    html = write_report(live).read_text()
+    assert "2-rl: 3 steps (not finished)" in html
+    assert html.count('<table class="metrics eval">') == 1 and "<th>SFT</th>" in html and "SFT+GRPO</th>" not in html
+
+
 # ------------------------------------------------------------------------------ the file itself
 def test_the_page_is_self_contained_and_shows_the_frames_the_model_saw(runs, tmp_path):
     out = write_report(runs["main"], tmp_path / "r.html")

@@ -34,7 +34,7 @@ td.up { color: #1b5e20; } td.down { color: #b71c1c; }
 .sample pre { white-space: pre-wrap; margin: 4px 0; font-size: 12px; background: #f5f5f5; padding: 4px 6px; }
 table.completions { border-collapse: collapse; width: 100%; font-size: 12px; }
 table.completions td, table.completions th { border-top: 1px solid #eee; padding: 2px 6px; vertical-align: top; }
-table.completions td.text { font-family: ui-monospace, monospace; white-space: pre-wrap; word-break: break-word; }
+table.completions td.text { font-family: ui-monospace, monospace; white-space: pre-wrap; word-break: break-word; width: 75%; }
 table.completions td.num { text-align: right; white-space: nowrap; }
 tr.completion[data-correct="1"] td.mark { color: #1b5e20; }
 tr.completion[data-correct="0"] td.mark { color: #b71c1c; }
