@@ -1,5 +1,5 @@
 """The ``reelrl`` command line: train | sft | eval | gym | tiny | import-video-r1 | import-charades-sta |
-import-seed-bench-r1 | import-hc-stvg | draw-ids | serve | report.
+import-seed-bench-r1 | import-hc-stvg | draw-ids | serve | online-rl | report.
 
 Recipes are YAML files; any field can be overridden as ``key.sub=value``::
 
@@ -10,6 +10,7 @@ Recipes are YAML files; any field can be overridden as ``key.sub=value``::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -487,6 +488,57 @@ def templates(name: Optional[str] = typer.Argument(None, help="Show this templat
         console.print(tpl.user[stage], markup=False, highlight=False)
     for ptype, suffix in (tpl.type_suffix or {}).items():
         console.print(f"[bold]{ptype}[/bold] appends {suffix!r}", highlight=False)
+
+
+@app.command("online-rl")
+def online_rl(
+    out: Path = typer.Argument(..., help="Run directory: metrics.jsonl, tb/, result.json."),
+    reward: str = typer.Option("served", help="served: the progress of a served critic is the only reward; "
+                               "true: the task's true progress (the reference)."),
+    url: Optional[str] = typer.Option(None, help="A running `reelrl serve` (e.g. http://127.0.0.1:8000)."),
+    critic: Optional[Path] = typer.Option(None, help="Serve this critic checkpoint over HTTP on a free localhost "
+                                          "port for the run (instead of --url)."),
+    iters: int = typer.Option(60, min=1, help="Policy updates."),
+    batch: int = typer.Option(16, min=2, help="Episodes per update."),
+    lr: float = typer.Option(0.03, help="Adam learning rate."),
+    seed: int = typer.Option(0, help="Seed of the policy and the episodes."),
+    eval_episodes: int = typer.Option(64, min=1, help="Greedy evaluation episodes."),
+    size: int = typer.Option(112, min=28, help="Frame side in pixels, a multiple of 28 (the critic's training "
+                             "frames: recipe sole_r1 renders 112)."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's)."),
+) -> None:
+    """Train a pixel policy on the 2-D reaching task with a served video critic as its only reward (SOLE-R1)."""
+    import torch
+
+    from reelrl.online.policy import OnlineConfig, evaluate, save, train_policy
+    from reelrl.online.progress import ServedProgress, TrueProgress
+    from reelrl.serve.server import BackgroundServer, build_app
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if reward not in ("served", "true"):
+        _fail(f"--reward: expected served or true, got {reward!r}")
+    if reward == "served" and (url is None) == (critic is None):
+        _fail("--reward served needs exactly one of --url (a running reelrl serve) and --critic (a checkpoint)")
+    cfg = OnlineConfig(iters=iters, batch=batch, lr=lr, seed=seed, eval_episodes=eval_episodes, height=size, width=size)
+    with contextlib.ExitStack() as stack:
+        if reward == "true":
+            source = TrueProgress()
+        else:
+            if critic is not None:
+                try:
+                    url = stack.enter_context(BackgroundServer(build_app(critic))).url
+                except (FileNotFoundError, NotADirectoryError, ValueError) as e:
+                    _fail(str(e))
+            try:
+                source = ServedProgress(url, workers=batch)
+            except Exception as e:  # noqa: BLE001 - any transport error: no server answers at url
+                _fail(f"--url {url}: no reelrl serve answers there ({e})")
+            stack.callback(source.close)
+        policy, history = train_policy(cfg, source, out)
+        result = evaluate(policy, cfg, source)
+    save(out, cfg, reward, history, result)
+    console.print_json(json.dumps(result))
 
 
 @app.command()

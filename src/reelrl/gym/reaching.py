@@ -53,10 +53,11 @@ START_FRACTION = 0.4
 """The agent starts this fraction of ``min(H, W)`` away from the goal's centre (22.4 px in 56x56 frames)."""
 SUCCESS_PROGRESS = 0.8
 MAX_STEP = 6.0
-"""Largest move of the agent per frame, in pixels (the gym's behaviours and the benchmark's actions)."""
-BEHAVIOURS: dict[str, float] = {"advance": 0.3, "stall": 0.1, "regress": 0.1, "away": 0.1, "oscillate": 0.1,
-                                "jitter": 0.1, "random": 0.1, "still": 0.1}
-"""Behaviours of the gym's episodes and their probabilities."""
+"""Largest move of the agent per frame, in pixels of a 56x56 frame (scaled with ``min(H, W) / 56``)."""
+BEHAVIOURS: dict[str, float] = {"advance": 0.45, "stall": 0.1, "regress": 0.1, "away": 0.05, "oscillate": 0.1,
+                                "jitter": 0.075, "random": 0.075, "still": 0.05}
+"""Behaviours of the gym's episodes and their probabilities (a quarter of them stay at progress 0, so
+that zero is not the answer of most rows)."""
 
 
 def goal_center(height: int, width: int) -> np.ndarray:
@@ -108,27 +109,28 @@ def behaviour_path(rng: np.random.Generator, behaviour: str, start: np.ndarray, 
                    height: int, width: int) -> np.ndarray:
     """Agent positions ``[n, 2]`` of one episode under ``behaviour`` (:data:`BEHAVIOURS`), frame 0 at ``start``."""
     toward = (goal - start) / np.linalg.norm(goal - start)  # [2] unit vector to the goal
-    speed = rng.uniform(2.0, MAX_STEP)
+    k = min(height, width) / 56.0  # moves scale with the frame, as the start distance does
+    speed = k * rng.uniform(2.0, MAX_STEP)
     turn = int(rng.integers(1, max(2, n - 1)))  # the frame where a stall / regress starts
     pos = [start.astype(np.float64)]
     for t in range(1, n):
         p = pos[-1]
         if behaviour == "advance" or (behaviour in ("stall", "regress") and t <= turn):
             step = np.clip(goal - p, -speed, speed) if np.linalg.norm(goal - p) < speed else speed * toward
-            step = step + rng.normal(0.0, 0.7, 2)
+            step = step + k * rng.normal(0.0, 0.7, 2)
         elif behaviour == "regress":
-            step = -speed * toward + rng.normal(0.0, 0.7, 2)
+            step = -speed * toward + k * rng.normal(0.0, 0.7, 2)
         elif behaviour == "away":
-            step = -speed * toward + rng.normal(0.0, 0.7, 2)
+            step = -speed * toward + k * rng.normal(0.0, 0.7, 2)
         elif behaviour == "oscillate":
             step = (speed if t % 2 else -speed) * toward
         elif behaviour == "jitter":
-            step = start + rng.normal(0.0, 1.5, 2) - p
+            step = start + k * rng.normal(0.0, 1.5, 2) - p
         elif behaviour == "random":
-            step = rng.normal(0.0, 3.0, 2)
+            step = k * rng.normal(0.0, 3.0, 2)
         else:  # stall after the turn, still
             step = np.zeros(2)
-        step = step * min(1.0, MAX_STEP / max(float(np.linalg.norm(step)), 1e-9))
+        step = step * min(1.0, k * MAX_STEP / max(float(np.linalg.norm(step)), 1e-9))
         pos.append(clip_position(p + step, height, width))
     return np.stack(pos)  # [n, 2]
 
