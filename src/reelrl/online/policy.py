@@ -171,7 +171,7 @@ def agreement(progress: np.ndarray, true: np.ndarray) -> dict[str, float]:
     """A source's progress against the true one over the same frames: means and Pearson r (NaN when either
     is constant)."""
     p, t = np.asarray(progress, dtype=np.float64).ravel(), np.asarray(true, dtype=np.float64).ravel()
-    r = float(np.corrcoef(p, t)[0, 1]) if p.std() > 0 and t.std() > 0 else float("nan")
+    r = float(np.corrcoef(p, t)[0, 1]) if p.std() > 1e-9 and t.std() > 1e-9 else float("nan")
     return {"source_mean": float(p.mean()), "true_mean": float(t.mean()), "pearson": r}
 
 
