@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -58,3 +62,28 @@ def test_bench_cli_errors_name_what_is_wrong(tiny_model_dir, tmp_path) -> None:
     text = "".join(res.output.split())  # rich wraps long paths mid-word
     assert res.exit_code == 2 and "(question_id001-1):videofilenotfound" in text, res.output
     assert "test-00000-of-00001.parquetrow0" in text and "data/fFjv93ACGo8.mp4" in text
+
+
+@pytest.mark.dist
+def test_bench_two_processes_shard_and_merge_to_the_one_process_result(recipe_dict, tiny_model_dir, tmp_path) -> None:
+    """`--nproc 2`: each rank decodes its share (samples.rank*.jsonl while running), the merge equals one process."""
+    root = bench_root("mvbench", tmp_path)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({**recipe_dict, "stages": ["eval"], "threads": 1}))
+    runs = {}
+    for nproc in (1, 2):
+        out = tmp_path / f"out{nproc}"
+        cmd = [sys.executable, "-m", "reelrl", "eval", str(recipe), "--bench", "mvbench", "--root", str(root),
+               "--model", str(tiny_model_dir), "--out", str(out), "logging.progress=false", "eval.batch_size=1"]
+        if nproc > 1:
+            cmd += ["--nproc", str(nproc)]
+        proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+        recs = [json.loads(x) for x in (out / "samples.jsonl").read_text().splitlines()]
+        runs[nproc] = (recs, json.loads((out / "summary.json").read_text()))
+        assert not list(out.glob("samples.rank*.jsonl"))  # merged and removed
+    (one, s1), (two, s2) = runs[1], runs[2]
+    assert [r["id"] for r in two] == [r["id"] for r in one] and len(one) == 5
+    assert [r["completion"] for r in two] == [r["completion"] for r in one]  # greedy, batch 1: the same text
+    assert s2["scores"] == s1["scores"] and s2["n"] == 5
