@@ -132,6 +132,21 @@ def test_a_run_still_training_is_reported_as_far_as_it_got(runs, tmp_path):
     assert html.count('<table class="metrics eval">') == 1 and "<th>SFT</th>" in html and "SFT+GRPO</th>" not in html
 
 
+def test_eval_levels_get_a_column_and_a_source_each(runs, tmp_path):
+    lv = tmp_path / "levels"
+    shutil.copytree(runs["main"], lv, ignore=shutil.ignore_patterns("model", "checkpoint-*"))
+    files = [p for p in (lv / "3-eval").iterdir() if p.is_file() and p.name != "done.json"]
+    for level in ("L1", "L2"):  # an eval.levels stage: one folder of eval files per level
+        (lv / "3-eval" / level).mkdir()
+        for p in files:
+            shutil.copy(p, lv / "3-eval" / level / p.name)
+    for p in files:
+        p.unlink()
+    html = write_report(lv).read_text()
+    assert "<th>SFT</th><th>SFT+GRPO [L1]</th><th>SFT+GRPO [L2]</th>" in html
+    assert html.count('data-source="3-eval/L1"') == html.count('data-source="3-eval/L2"') == 6
+
+
 # ------------------------------------------------------------------------------ the file itself
 def test_the_page_is_self_contained_and_shows_the_frames_the_model_saw(runs, tmp_path):
     out = write_report(runs["main"], tmp_path / "r.html")
