@@ -17,7 +17,7 @@ distance of the goal's centre, i.e. inside the outline).
 so the critic it serves sees frames of the kind it was trained on.
 
 reach_progress   an episode of ``spec.frames`` frames under one behaviour of
-                 :data:`BEHAVIOURS` (advancing at a random speed, stalling,
+                 :data:`BEHAVIOURS` (advancing at a random speed, starting late, stalling,
                  regressing, moving away, oscillating, jittering near the start,
                  a random walk, standing still), cut at a uniform ``t`` in
                  ``1 .. T``: the row's images are frames ``0 .. t-1`` of its
@@ -54,10 +54,12 @@ START_FRACTION = 0.4
 SUCCESS_PROGRESS = 0.8
 MAX_STEP = 6.0
 """Largest move of the agent per frame, in pixels of a 56x56 frame (scaled with ``min(H, W) / 56``)."""
-BEHAVIOURS: dict[str, float] = {"advance": 0.45, "stall": 0.1, "regress": 0.1, "away": 0.05, "oscillate": 0.1,
-                                "jitter": 0.075, "random": 0.075, "still": 0.05}
-"""Behaviours of the gym's episodes and their probabilities (a quarter of them stay at progress 0, so
-that zero is not the answer of most rows)."""
+BEHAVIOURS: dict[str, float] = {"advance": 0.25, "late": 0.2, "stall": 0.1, "regress": 0.1, "away": 0.05,
+                                "oscillate": 0.1, "jitter": 0.075, "random": 0.075, "still": 0.05}
+"""Behaviours of the gym's episodes and their probabilities. A quarter of them stay at progress 0, so that
+zero is not the answer of most rows; random speeds, late starts, stalls and regressions spread the progress
+at every timestep, so that the number of frames shown does not tell the answer (a critic that counts frames
+instead of looking at the last one scores poorly)."""
 
 
 def goal_center(height: int, width: int) -> np.ndarray:
@@ -115,7 +117,8 @@ def behaviour_path(rng: np.random.Generator, behaviour: str, start: np.ndarray, 
     pos = [start.astype(np.float64)]
     for t in range(1, n):
         p = pos[-1]
-        if behaviour == "advance" or (behaviour in ("stall", "regress") and t <= turn):
+        if behaviour == "advance" or (behaviour in ("stall", "regress") and t <= turn) or (
+                behaviour == "late" and t > turn):
             step = np.clip(goal - p, -speed, speed) if np.linalg.norm(goal - p) < speed else speed * toward
             step = step + k * rng.normal(0.0, 0.7, 2)
         elif behaviour == "regress":
@@ -128,7 +131,7 @@ def behaviour_path(rng: np.random.Generator, behaviour: str, start: np.ndarray, 
             step = start + k * rng.normal(0.0, 1.5, 2) - p
         elif behaviour == "random":
             step = k * rng.normal(0.0, 3.0, 2)
-        else:  # stall after the turn, still
+        else:  # stall after the turn, late before it, still
             step = np.zeros(2)
         step = step * min(1.0, k * MAX_STEP / max(float(np.linalg.norm(step)), 1e-9))
         pos.append(clip_position(p + step, height, width))
