@@ -183,11 +183,31 @@ def test_an_output_dir_that_is_a_file_or_unwritable_is_a_clear_error(recipe_dict
     assert "Traceback" not in text and "Aborted" not in text
 
 
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}  # bitwise equality holds at one thread count: CPU kernels
+# split their reductions by the number of threads, so runs with 1 and 2 threads differ in the last bits
+
+
+def _train(recipe: Path, out: Path, *extra: str) -> subprocess.Popen:
+    """``reelrl train RECIPE output_dir=OUT`` in its own process (and session), on one CPU thread.
+
+    Its output goes to ``OUT.log`` beside the run (a pipe could fill and block it)."""
+    log = out.parent / f"{out.name}{'-'.join(('', *extra))}.log"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "reelrl", "train", str(recipe), f"output_dir={out}", *extra],
+                                cwd=ROOT, env=ONE_THREAD, start_new_session=True, stdout=f, stderr=subprocess.STDOUT)
+    proc.log = log
+    return proc
+
+
+def _finish(proc: subprocess.Popen) -> None:
+    """Wait for a ``_train`` process; a failure shows the end of its log."""
+    if proc.wait() != 0:
+        raise AssertionError(proc.log.read_text()[-3000:])
+
+
 def _kill_at_random_moment(recipe: Path, out: Path, delay: float) -> None:
     """Start ``reelrl train`` in its own process, SIGKILL it ``delay`` s after its first checkpoint exists."""
-    proc = subprocess.Popen([sys.executable, "-m", "reelrl", "train", str(recipe), f"output_dir={out}"], cwd=ROOT,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _train(recipe, out)
     deadline = time.time() + 300
     while time.time() < deadline and not (out / "0-rl" / "checkpoint-1").is_dir() and proc.poll() is None:
         time.sleep(0.01)
@@ -197,19 +217,18 @@ def _kill_at_random_moment(recipe: Path, out: Path, delay: float) -> None:
 
 
 def _resume_after_sigkill(recipe_dict, tmp_path, seeds: list[int]) -> None:
+    """The reference, the killed run and its resume all run as ``reelrl train`` processes on one thread."""
     rl = dict(recipe_dict["rl"], steps=12)  # about 0.2 s a step on 2 cores
-    ref = dict(recipe_dict, output_dir=str(tmp_path / "ref"), rl=rl)
-    Pipeline(config_from_dict(ref)).run()
+    recipe = tmp_path / "kill.yaml"
+    recipe.write_text(yaml.safe_dump(dict(recipe_dict, output_dir=str(tmp_path / "unused"), rl=rl)))
+    _finish(_train(recipe, tmp_path / "ref"))
     start = load_file(str(Path(recipe_dict["model"]["path"]) / "model.safetensors"))
     assert any(not torch.equal(v, start[k]) for k, v in _weights(tmp_path / "ref" / "0-rl").items())
-    recipe = tmp_path / "kill.yaml"
-    recipe.write_text(yaml.safe_dump(dict(ref, output_dir=str(tmp_path / "unused"))))
     for seed in seeds:
         out = tmp_path / f"killed-{seed}"
         _kill_at_random_moment(recipe, out, random.Random(seed).uniform(0.0, 1.0))  # mid-step or mid-checkpoint
         assert not (out / "0-rl" / "done.json").exists(), "the run finished before it could be killed"
-        result = CliRunner().invoke(app, ["train", str(recipe), f"output_dir={out}", "--resume"])
-        assert result.exit_code == 0, result.output
+        _finish(_train(recipe, out, "--resume"))
         _assert_equal(_weights(tmp_path / "ref" / "0-rl"), _weights(out / "0-rl"))
 
 
