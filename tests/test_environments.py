@@ -279,7 +279,7 @@ def test_malformed_records_name_file_and_record(tmp_path: Path, edit, message: s
 def test_malformed_files(tmp_path: Path) -> None:
     bad = tmp_path / "v.jsonl"
     bad.write_text('{"sample_id": 1}\n[1, 2\n')
-    with pytest.raises(DataError, match=rf"{bad}:2: not valid JSON"):
+    with pytest.raises(DataError, match=rf"{bad}:2: malformed JSON"):
         read_seed_bench_r1(bad, "/data")
     bad.write_text('{"sample_id": 1}\n')
     with pytest.raises(DataError, match=rf"{bad}:1 \(sample_id 1\): task_progress_metadata must be a list"):
@@ -292,7 +292,7 @@ def test_malformed_files(tmp_path: Path) -> None:
     rows, _ = read_seed_bench_r1(js, "/data")
     assert [r.task for r in rows] == ["L3", "L3"]
     js.write_text(json.dumps({"sample_id": 1}))
-    with pytest.raises(DataError, match="must hold a list of records"):
+    with pytest.raises(DataError, match="expected a JSON list of records, got dict"):
         read_seed_bench_r1(js, "/data")
 
 

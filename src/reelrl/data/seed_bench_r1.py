@@ -48,14 +48,13 @@ distinct from the answer) raise a :class:`~reelrl.data.schema.DataError` naming 
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pydantic import ValidationError
 
+from reelrl.data.records import read_records
 from reelrl.data.schema import LETTERS, DataError, VideoRow, video_path_problem, write_jsonl
 
 __all__ = ["read_seed_bench_r1", "convert_seed_bench_r1", "level_of"]
@@ -67,32 +66,6 @@ def level_of(path: str | Path) -> str:
     """``L1`` / ``L2`` / ``L3`` from a file name like ``validation_L2.jsonl``; ``train`` otherwise."""
     m = re.search(r"(?:^|[_\-])(L[123])(?:[_\-.]|$)", Path(path).name)
     return m.group(1) if m else "train"
-
-
-def _records(path: Path) -> list[tuple[str, Any]]:
-    """``(where, record)`` of a JSONL file (``file:line``) or a JSON list (``file record i``)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid UTF-8 ({e})") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from None
-    if path.suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(data, list):
-            raise DataError(f"{path}: a .json annotation file must hold a list of records")
-        return [(f"{path} record {i}", r) for i, r in enumerate(data)]
-    out = []
-    for n, line in enumerate(text.splitlines(), start=1):
-        if line.strip():
-            try:
-                out.append((f"{path}:{n}", json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{n}: not valid JSON ({e})") from None
-    return out
 
 
 def _text(rec: dict, key: str, where: str) -> str:
@@ -137,7 +110,7 @@ def read_seed_bench_r1(
     rows: list[VideoRow] = []
     no_video = 0
     seen: set[str] = set()
-    for index, (where, rec) in enumerate(_records(path)):
+    for index, (where, rec) in enumerate(read_records(path)):
         if not isinstance(rec, dict):
             raise DataError(f"{where}: a record must be a JSON object, got {type(rec).__name__}")
         sid = rec.get("sample_id", rec.get("id"))

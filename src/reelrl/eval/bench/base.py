@@ -28,12 +28,12 @@ numerical answers).
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from reelrl.data.answers import extract_tag
+from reelrl.data.records import read_records
 from reelrl.data.schema import DataError, VideoRow, video_path_problem
 
 __all__ = [
@@ -103,48 +103,6 @@ def find_annotations(root: Path, candidates: Iterable[str], given: Path | None, 
         if path.is_file():
             return path
     raise DataError(f"{root}: no {what} annotation file; looked for " + ", ".join(str(p) for p in tried))
-
-
-def read_records(path: Path) -> list[tuple[str, Any]]:
-    """``(where, record)`` of a ``.json`` list, a ``.jsonl`` file or a ``.parquet`` table (``file record i`` /
-    ``file:line``)."""
-    if path.suffix == ".parquet":
-        return _read_parquet(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid UTF-8 ({e})") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from None
-    if path.suffix == ".jsonl":
-        out = []
-        for n, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    out.append((f"{path}:{n}", json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
-        return out
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
-    if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
-    return [(f"{path} record {i}", r) for i, r in enumerate(data)]
-
-
-def _read_parquet(path: Path) -> list[tuple[str, Any]]:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DataError(f"{path}: reading parquet needs pyarrow (pip install 'reelrl[benchmarks]' or "
-                        "pip install pyarrow)") from None
-    try:
-        table = pq.read_table(path)
-    except Exception as e:  # pyarrow raises its own ArrowInvalid / OSError subclasses
-        raise DataError(f"{path}: not a readable parquet file ({e})") from None
-    return [(f"{path} row {i}", r) for i, r in enumerate(table.to_pylist())]
 
 
 def require(rec: Any, key: str, where: str, kind: type | tuple[type, ...] = str) -> Any:
