@@ -59,6 +59,19 @@ def test_utf8_text_and_crlf_lines_still_load(tmp_path: Path) -> None:
         load(path)
 
 
+def test_line_separators_inside_strings_stay_in_their_record(tmp_path: Path) -> None:
+    """U+2028, U+2029 and NEL are legal raw inside JSON strings; only \\n / \\r end a JSON Lines record
+    (str.splitlines would cut the record there). The same rule for datasets and for published files."""
+    from reelrl.data.records import read_records
+
+    text = "before\u2028after\u2029then\x85end"
+    path = write_lines(tmp_path / "rows.jsonl", [dump(row(0, question=text)), dump(row(1))])
+    assert "\u2028" in path.read_text(encoding="utf-8")  # written raw, not escaped
+    assert [r.question for r in load(path)] == [text, "When does it happen?"]
+    assert [(where, rec["question"]) for where, rec in read_records(path)] == [
+        (f"{path}:1", text), (f"{path}:2", "When does it happen?")]
+
+
 # ---------------------------------------------------------------- time spans
 
 

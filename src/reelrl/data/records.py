@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from reelrl.data.schema import DataError
+from reelrl.data.schema import DataError, json_lines
 
 __all__ = ["read_records"]
 
@@ -26,20 +26,13 @@ def read_records(path: Path) -> list[tuple[str, Any]]:
     if path.suffix == ".parquet":
         return _read_parquet(path)
     try:
+        if path.suffix == ".jsonl":
+            return [(f"{path}:{n}", r) for n, r in json_lines(path)]
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not valid UTF-8 ({e})") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
-    if path.suffix == ".jsonl":
-        out = []
-        for n, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    out.append((f"{path}:{n}", json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n}: malformed JSON ({e.msg} at column {e.colno})") from None
-        return out
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

@@ -283,6 +283,24 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
+def json_lines(path: Path) -> list[tuple[int, Any]]:
+    """``(line number, value)`` of every non-blank line of a JSON Lines file.
+
+    Lines end at ``\\n``, ``\\r\\n`` or ``\\r`` only (JSON Lines' own rule), so a
+    string holding U+2028 or a form feed stays in its record. Bytes that are
+    not UTF-8 and malformed JSON are a :class:`DataError` naming ``file:line``.
+    """
+    out = []
+    with StringIO(_read_text(path), newline=None) as f:
+        for lineno, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    out.append((lineno, json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+    return out
+
+
 def load_jsonl(path: str | Path, *, check_videos: bool = True) -> list[VideoRow]:
     """Load and validate a JSONL dataset; relative video paths become absolute.
 
@@ -297,35 +315,27 @@ def load_jsonl(path: str | Path, *, check_videos: bool = True) -> list[VideoRow]
         raise DataError(f"{path}: dataset file not found")
     rows: list[VideoRow] = []
     seen: dict[str, int] = {}
-    text = _read_text(path)
-    with StringIO(text, newline=None) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            try:
-                row = VideoRow.model_validate(obj)
-            except ValidationError as e:
-                raise DataError(f"{where}: invalid row: {describe_errors(e)}") from None
-            if row.id in seen:
-                raise DataError(f"{where}: duplicate id {row.id!r} (first at line {seen[row.id]})")
-            seen[row.id] = lineno
-            video = row.resolved_video(path.parent)
-            if check_videos:
-                problem = video_path_problem(video)
-                if problem:
-                    raise DataError(f"{where}: {problem}: {video}")
-            images = row.resolved_images(path.parent)
-            for i, im in enumerate(images or []):
-                if check_videos and im.path is not None and not Path(im.path).is_file():
-                    raise DataError(f"{where}: field images[{i}].path: image file not found: {im.path}")
-            rows.append(row.model_copy(update={"video": str(video), "images": images}))
+    for lineno, obj in json_lines(path):
+        where = f"{path}:{lineno}"
+        if not isinstance(obj, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+        try:
+            row = VideoRow.model_validate(obj)
+        except ValidationError as e:
+            raise DataError(f"{where}: invalid row: {describe_errors(e)}") from None
+        if row.id in seen:
+            raise DataError(f"{where}: duplicate id {row.id!r} (first at line {seen[row.id]})")
+        seen[row.id] = lineno
+        video = row.resolved_video(path.parent)
+        if check_videos:
+            problem = video_path_problem(video)
+            if problem:
+                raise DataError(f"{where}: {problem}: {video}")
+        images = row.resolved_images(path.parent)
+        for i, im in enumerate(images or []):
+            if check_videos and im.path is not None and not Path(im.path).is_file():
+                raise DataError(f"{where}: field images[{i}].path: image file not found: {im.path}")
+        rows.append(row.model_copy(update={"video": str(video), "images": images}))
     if not rows:
         raise DataError(f"{path}: no rows")
     return rows
