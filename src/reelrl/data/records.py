@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from reelrl.data.schema import DataError, json_lines
+from reelrl.data.schema import DataError, json_lines, read_text
 
 __all__ = ["read_records"]
 
@@ -28,9 +28,7 @@ def read_records(path: Path) -> list[tuple[str, Any]]:
     try:
         if path.suffix == ".jsonl":
             return [(f"{path}:{n}", r) for n, r in json_lines(path)]
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not valid UTF-8 ({e})") from None
+        text = read_text(path)
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
     try:

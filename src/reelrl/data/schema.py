@@ -269,7 +269,7 @@ def video_path_problem(video: Path) -> str | None:
     return None
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
     """The file as UTF-8 text; a byte that is not UTF-8 is a DataError naming ``file:line``."""
     data = path.read_bytes()
     try:
@@ -287,11 +287,11 @@ def json_lines(path: Path) -> list[tuple[int, Any]]:
     """``(line number, value)`` of every non-blank line of a JSON Lines file.
 
     Lines end at ``\\n``, ``\\r\\n`` or ``\\r`` only (JSON Lines' own rule), so a
-    string holding U+2028 or a form feed stays in its record. Bytes that are
+    string holding a raw U+2028, U+2029 or NEL stays in its record. Bytes that are
     not UTF-8 and malformed JSON are a :class:`DataError` naming ``file:line``.
     """
     out = []
-    with StringIO(_read_text(path), newline=None) as f:
+    with StringIO(read_text(path), newline=None) as f:
         for lineno, line in enumerate(f, start=1):
             if line.strip():
                 try:
