@@ -147,6 +147,50 @@ def test_continuation_logprobs_equal_one_full_forward(setup):
         torch.testing.assert_close(shared[i, :n][m[i, :n]], ref[m[i, :n]], atol=1e-5, rtol=1e-5)
 
 
+def test_prompt_with_its_own_images_continues_over_later_images(setup):
+    """A prompt with extra images (VideoRow.images, before and after its video) and later turns with images:
+    the later images' RoPE ids follow the prompt's, and the shared, whole and transformers forwards agree."""
+    from reelrl.data.schema import ImageRef
+
+    vlm, processor, enc, rows = setup
+    te = TurnEncoder(processor, system=enc.system)
+    row = rows[3].model_copy(update={"images": [ImageRef(role="initial_state", frame=0, position="before"),
+                                                ImageRef(role="current_state", frame=-1, position="after")]})
+    prompt = enc.encode(row)
+    assert prompt.vision_inputs["image_grid_thw"].shape[0] == 2
+    first_pixels = prompt.vision_inputs["pixel_values"]  # [2 * 16, d]
+    frames = enc.frames(row).frames
+    envs = [ScriptedEnv(frames, turns=3, stop_after=s) for s in (2, 3)]  # 1 and 2 later images
+    params = _params(processor, max_new_tokens=6, temperature=1.0)
+    (ep,) = rollout_episodes(vlm, te, [EpisodeRequest(prompt, envs, make_generators(4, 2))], params)
+    ro, ctx = ep.rollout, ep.rollout.context
+    assert ctx.images_per_row == [1, 2]
+    vision = vlm.encode_vision(prompt)
+    with torch.no_grad():
+        shared = token_logprobs(continuation_logits(vlm, prompt, ro.tokens, ctx, vision, share_prefix=True), ro.tokens)
+        whole = token_logprobs(continuation_logits(vlm, prompt, ro.tokens, ctx, vision, share_prefix=False), ro.tokens)
+    m = ro.mask.bool()
+    torch.testing.assert_close(shared[m], whole[m], atol=1e-5, rtol=1e-5)
+    img = 0
+    for i, k in enumerate(ctx.images_per_row):
+        n = int(ro.lengths[i])
+        ids = torch.cat([prompt.input_ids[0], ro.tokens[i, :n]])[None]  # [1, P+T]
+        types = torch.zeros_like(ids)
+        types[ids == processor.image_token_id] = 1
+        types[ids == processor.video_token_id] = 2
+        kw = dict(prompt.vision_inputs)
+        kw["pixel_values"] = torch.cat([first_pixels, ctx.pixel_values[img * 16 : (img + k) * 16]])
+        kw["image_grid_thw"] = torch.cat([prompt.vision_inputs["image_grid_thw"], ctx.image_grid_thw[img : img + k]])
+        img += k
+        with torch.no_grad():
+            out = vlm.model(input_ids=ids, attention_mask=torch.ones_like(ids), mm_token_type_ids=types, **kw)
+            ref = token_logprobs(out.logits[:, prompt.length - 1 : -1], ro.tokens[i : i + 1, :n])[0]  # [T]
+        torch.testing.assert_close(shared[i, :n][m[i, :n]], ref[m[i, :n]], atol=1e-5, rtol=1e-5)
+        # a later image's positions start after the prompt's text, never on the prompt's images' ids
+        later = (ro.tokens[i, :n] == processor.image_token_id).nonzero()[:, 0]
+        assert int(ctx.positions[0, i, later].min()) > int(vlm.positions(prompt)[0].max())
+
+
 def test_trajectory_tokens_do_not_depend_on_the_batch(setup):
     vlm, processor, enc, rows = setup
     te = TurnEncoder(processor, system=enc.system)

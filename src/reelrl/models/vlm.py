@@ -183,15 +183,16 @@ class VLM:
         modality ids (0 text, 1 image, 2 video); ``image_grid_thw [k, 3]`` the
         grids of the later images in order; ``video_grid_thw [m, 3]`` and
         ``second_per_grid_ts [m]`` those of the later video clips, which follow
-        the prompt's video. The positions of the prompt's part equal
-        :meth:`positions`.
+        the prompt's video. A prompt's own images (``VideoRow.images``) come
+        before the later turns' images, as their placeholders do. The positions
+        of the prompt's part equal :meth:`positions`.
         """
         if not (self.has_mrope and prompt.mm_token_type_ids is not None):
             return torch.arange(ids.shape[1], device=ids.device).view(1, 1, -1).expand(3, 1, -1)  # [3, 1, L]
         vi = prompt.vision_inputs
         if "image_grid_thw" in vi:
-            raise NotImplementedError("a multi-turn conversation over a prompt with extra images (VideoRow.images) "
-                                      "is not supported: its later turns' images would follow the prompt's")
+            first = vi["image_grid_thw"]  # [k0, 3] the prompt's images
+            image_grid_thw = torch.cat([first, image_grid_thw.to(first)]) if image_grid_thw is not None else first
         grids, secs = vi.get("video_grid_thw"), vi.get("second_per_grid_ts")
         if video_grid_thw is not None:
             grids = torch.cat([grids, video_grid_thw.to(grids)]) if grids is not None else video_grid_thw  # [1+m, 3]

@@ -69,6 +69,7 @@ class Continuation:
     video_grid_thw: Tensor | None = None  # [m, 3]
     clip_embeds: BaseModelOutputWithPooling | None = None  # their embeddings at rollout time (no grad)
     clips_per_row: list[int] = field(default_factory=list)  # [G] later clips of each trajectory
+    images_per_row: list[int] = field(default_factory=list)  # [G] later images of each trajectory
 
     def images(self, vlm: VLM, recompute: bool) -> dict:
         """``mm_encoder_outputs`` entries for the later images and clips: cached, or recomputed (a training
@@ -82,16 +83,24 @@ class Continuation:
                             if recompute or self.clip_embeds is None else self.clip_embeds)
         return out
 
-    def whole_videos(self, vlm: VLM, video: dict, clips: BaseModelOutputWithPooling | None) -> dict:
-        """``mm_encoder_outputs["video"]`` of G whole conversations: per trajectory the prompt's video, then its
-        clips (the order the model meets their placeholders in a ``[G, P+T]`` batch)."""
+    def whole_vision(self, vlm: VLM, prompt_vision: dict, later: dict) -> dict:
+        """``mm_encoder_outputs`` of G whole conversations: per trajectory the prompt's visual inputs (its video
+        and its own images), then that trajectory's later images and clips (``later``, from :meth:`images`), the
+        order the model meets their placeholders of each kind in a ``[G, P+T]`` batch."""
         g = self.positions.shape[1]
-        if clips is None:
-            return vlm.repeat_vision(video, g)
-        parts, at = [], 0
-        for n in self.clips_per_row:
-            parts += [video, {"video": vlm.select_videos(clips, at, at + n)}] if n else [video]
-            at += n
+        if not later:
+            return vlm.repeat_vision(prompt_vision, g)
+        counts = {"image": self.images_per_row, "video": self.clips_per_row}
+        at = dict.fromkeys(later, 0)
+        parts = []
+        for row in range(g):
+            mine = {}
+            for kind, out in later.items():
+                n = counts[kind][row]
+                if n:
+                    mine[kind] = vlm.select_videos(out, at[kind], at[kind] + n)
+                at[kind] += n
+            parts += [prompt_vision, mine] if mine else [prompt_vision]
         return vlm.merge_vision(parts)
 
 
@@ -271,7 +280,8 @@ def _pack(vlm: VLM, requests: list[EpisodeRequest], trajs: list[_Traj], pad_id: 
         pixels = [p for t in mine for p in t.pixels]
         grids = [g for t in mine for g in t.grids]
         dev = ro.tokens.device
-        ctx = Continuation(pos, clips_per_row=[sum(int(g.shape[0]) for g in t.vgrids) for t in mine])
+        ctx = Continuation(pos, clips_per_row=[sum(int(g.shape[0]) for g in t.vgrids) for t in mine],
+                           images_per_row=[sum(int(g.shape[0]) for g in t.grids) for t in mine])
         if pixels:
             ctx.pixel_values = torch.cat(pixels).to(dev)  # [N, d]
             ctx.image_grid_thw = torch.cat(grids).to(dev)  # [k, 3]
@@ -312,10 +322,9 @@ def continuation_logits(
         return torch.cat([first, out.logits], dim=1)  # [G, T, V]
     pos, _ = vlm.positions(prompt)
     ids = torch.cat([prompt.input_ids.expand(g, -1), tokens], dim=1)  # [G, P+T]
-    video = vision if vision is not None else vlm.encode_vision(prompt)
-    videos = ctx.whole_videos(vlm, video, images.pop("video", None))
+    own = vision if vision is not None else vlm.encode_vision(prompt)
     out = vlm.model(input_ids=ids, attention_mask=torch.ones_like(ids),
                     position_ids=torch.cat([pos.expand(3, g, -1), ctx.positions], dim=2),  # [3, G, P+T]
                     use_cache=False, logits_to_keep=t + 1,
-                    mm_encoder_outputs={**videos, **images})
+                    mm_encoder_outputs=ctx.whole_vision(vlm, own, images))
     return out.logits[:, :-1, :]  # [G, T, V]
