@@ -231,7 +231,9 @@ def _tag_orientation(stream: av.VideoStream) -> Orientation:
 
 def frame_orientation(frame: av.VideoFrame, stream: av.VideoStream) -> Orientation:
     """Orientation from the frame's display matrix, else from the stream's ``rotate`` tag."""
-    for sd in frame.side_data:
+    side = frame.side_data
+    for item in side:  # PyAV <= 18.1.0 iterates the SideData items, 18.1.1 their types (the mapping's keys)
+        sd = side[item] if isinstance(item, av.sidedata.sidedata.Type) else item
         if sd.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
             raw = bytes(sd)
             if len(raw) >= 36:
