@@ -101,8 +101,11 @@ def report(console: Console, title: str, per_seed: dict[int, list[dict]], seeds:
         for row in per_seed[s]:
             arm = arms.setdefault(row["model"], {"accuracy": [], "mean_reward": []})
             for key in ("accuracy", "mean_reward", *EXTRA):
-                if row.get(key) is not None:
-                    arm.setdefault(key, []).append(row[key])
+                value = row.get(key)
+                if isinstance(value, dict):  # per task ({"push_progress": 0.27}): the mean over the tasks
+                    value = statistics.mean(value.values()) if value else None
+                if value is not None:
+                    arm.setdefault(key, []).append(value)
 
     def fmt(xs: list[float]) -> str:
         if not xs:
