@@ -69,6 +69,18 @@ def _full_forward_logprobs(vlm, processor, prompt, tokens_row, ctx_pixels, ctx_g
     return token_logprobs(logits, tokens_row.view(1, -1))[0]  # [T]
 
 
+def _shared_equals_whole(vlm, prompt, ro, ctx) -> tuple[torch.Tensor, torch.Tensor]:
+    """Continuation log-probs ``[G, T]`` from the shared-prefix path, checked equal to the whole-conversation
+    path on the model tokens; returns them and the model-token mask ``[G, T]``."""
+    vision = vlm.encode_vision(prompt)
+    with torch.no_grad():
+        shared = token_logprobs(continuation_logits(vlm, prompt, ro.tokens, ctx, vision, share_prefix=True), ro.tokens)
+        whole = token_logprobs(continuation_logits(vlm, prompt, ro.tokens, ctx, vision, share_prefix=False), ro.tokens)
+    m = ro.mask.bool()
+    torch.testing.assert_close(shared[m], whole[m], atol=1e-5, rtol=1e-5)
+    return shared, m
+
+
 def test_turn_encoder_follows_the_chat_template(setup):
     vlm, processor, enc, rows = setup
     te = TurnEncoder(processor, system=enc.system)
@@ -129,12 +141,7 @@ def test_continuation_logprobs_equal_one_full_forward(setup):
     (ep,) = rollout_episodes(vlm, te, [EpisodeRequest(prompt, envs, make_generators(5, 3))], params)
     ro, ctx = ep.rollout, ep.rollout.context
     assert [len(t) for t in ep.turn_texts] == [1, 2, 3]
-    vision = vlm.encode_vision(prompt)
-    with torch.no_grad():
-        shared = token_logprobs(continuation_logits(vlm, prompt, ro.tokens, ctx, vision, share_prefix=True), ro.tokens)
-        whole = token_logprobs(continuation_logits(vlm, prompt, ro.tokens, ctx, vision, share_prefix=False), ro.tokens)
-    m = ro.mask.bool()
-    torch.testing.assert_close(shared[m], whole[m], atol=1e-5, rtol=1e-5)
+    shared, m = _shared_equals_whole(vlm, prompt, ro, ctx)
     img = 0
     for i in range(3):
         n = int(ro.lengths[i])
@@ -165,12 +172,7 @@ def test_prompt_with_its_own_images_continues_over_later_images(setup):
     (ep,) = rollout_episodes(vlm, te, [EpisodeRequest(prompt, envs, make_generators(4, 2))], params)
     ro, ctx = ep.rollout, ep.rollout.context
     assert ctx.images_per_row == [1, 2]
-    vision = vlm.encode_vision(prompt)
-    with torch.no_grad():
-        shared = token_logprobs(continuation_logits(vlm, prompt, ro.tokens, ctx, vision, share_prefix=True), ro.tokens)
-        whole = token_logprobs(continuation_logits(vlm, prompt, ro.tokens, ctx, vision, share_prefix=False), ro.tokens)
-    m = ro.mask.bool()
-    torch.testing.assert_close(shared[m], whole[m], atol=1e-5, rtol=1e-5)
+    shared, m = _shared_equals_whole(vlm, prompt, ro, ctx)
     img = 0
     for i, k in enumerate(ctx.images_per_row):
         n = int(ro.lengths[i])
