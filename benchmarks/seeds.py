@@ -13,6 +13,11 @@ grounding gym the accuracy is the mIoU; a recipe with ``eval.levels``
 
 Resumable: a seed whose run wrote summary.json is not run again, and a seed
 whose run was interrupted continues from its last checkpoint (``--resume``).
+Across machines: a finished seed's small results (summary.json, summary.md,
+each stage's eval.json, the overrides it ran with) are also kept in
+benchmarks/results/<out dir name>/seed<S>/, meant to be committed; a fresh
+clone restores a seed from there instead of running it again, when it was run
+with the same overrides (``--no-keep`` turns this off).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -31,10 +37,39 @@ from rich.console import Console
 from rich.table import Table
 
 
-def run_seed(recipe: str, seed: int, out: Path, overrides: list[str], threads: int) -> tuple[int, float, int]:
+RESULTS = Path(__file__).with_name("results")
+"""Where finished seeds' small results are kept (module docstring)."""
+KEPT = ("summary.json", "summary.md", "*/eval.json", "*/*/eval.json")
+
+
+def keep_results(run: Path, kept: Path, overrides: list[str]) -> None:
+    """Copy a finished run's summary and eval files (KBs, no checkpoints) to ``kept``."""
+    for pattern in KEPT:
+        for f in run.glob(pattern):
+            dst = kept / f.relative_to(run)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dst)
+    (kept / "overrides.json").write_text(json.dumps(overrides))
+
+
+def restore_results(run: Path, kept: Path, overrides: list[str]) -> bool:
+    """Restore a seed kept by an earlier machine into ``run``; False when none was kept with these overrides."""
+    if not (kept / "summary.json").is_file() or not (kept / "overrides.json").is_file():
+        return False
+    if json.loads((kept / "overrides.json").read_text()) != overrides:
+        print(f"{kept} was run with other overrides; running the seed again", file=sys.stderr)
+        return False
+    shutil.copytree(kept, run, dirs_exist_ok=True)
+    return True
+
+
+def run_seed(recipe: str, seed: int, out: Path, overrides: list[str], threads: int,
+             keep: Path | None = RESULTS) -> tuple[int, float, int]:
+    """Run (or resume, or restore) one seed of ``recipe`` in ``out/seed<seed>``: (seed, wall seconds, exit code)."""
     run = out / f"seed{seed}"
+    kept = keep / out.name / f"seed{seed}" if keep is not None else None
     out.mkdir(parents=True, exist_ok=True)
-    if (run / "summary.json").is_file():
+    if (run / "summary.json").is_file() or (kept is not None and restore_results(run, kept, overrides)):
         return seed, 0.0, 0
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, "-m", "reelrl.cli", "train", recipe, f"seed={seed}",
@@ -44,6 +79,8 @@ def run_seed(recipe: str, seed: int, out: Path, overrides: list[str], threads: i
     t0 = time.time()
     log = open(out / f"seed{seed}.log", "a")
     rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
+    if rc == 0 and kept is not None:
+        keep_results(run, kept, overrides)
     return seed, time.time() - t0, rc
 
 
@@ -55,6 +92,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads per seed (default cores/jobs; lower it when other jobs share the machine)")
     ap.add_argument("--out", type=Path, default=None, help="default runs/<recipe>-seeds")
+    ap.add_argument("--no-keep", action="store_true", help=f"do not keep or restore finished seeds in {RESULTS}")
     ap.add_argument("overrides", nargs="*", help="recipe overrides passed to every seed")
     args = ap.parse_args()
     args.out = args.out or Path(f"runs/{Path(args.recipe).stem}-seeds")
@@ -68,7 +106,8 @@ def main() -> None:
 
     threads = args.threads or max(1, (os.cpu_count() or 2) // args.jobs)
     with ThreadPoolExecutor(args.jobs) as pool:
-        done = list(pool.map(lambda s: run_seed(args.recipe, s, args.out, args.overrides, threads), args.seeds))
+        done = list(pool.map(lambda s: run_seed(args.recipe, s, args.out, args.overrides, threads,
+                                                      None if args.no_keep else RESULTS), args.seeds))
     failed = [s for s, _, rc in done if rc != 0]
     if failed:
         sys.exit(f"seeds {failed} failed; see {args.out}/seed<S>.log")

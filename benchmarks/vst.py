@@ -10,8 +10,9 @@ prints, per arm (SFT, SFT+GRPO), held-out accuracy and the response latency
 in tokens generated after the question was asked: the streaming model's
 answer turn (``tokens_after_question`` of its eval) against the offline
 model's whole completion (``mean_length``: all of it follows the question).
-Resumable: finished seeds are read back, interrupted ones continue
-(benchmarks/seeds.py's run_seed).
+Resumable: finished seeds are read back, interrupted ones continue, and
+seeds finished on another machine are restored from benchmarks/results/
+(benchmarks/seeds.py's run_seed; ``--no-keep`` turns that off).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-keep", action="store_true", help="do not keep or restore finished seeds in benchmarks/results")
     ap.add_argument("overrides", nargs="*", help="recipe overrides passed to both recipes")
     args = ap.parse_args()
     seeds = _seeds_module()
@@ -63,7 +65,7 @@ def main() -> None:
     jobs = [(name, s) for s in args.seeds for name in RECIPES]
     with ThreadPoolExecutor(args.jobs) as pool:
         done = list(pool.map(lambda j: (j, seeds.run_seed(j[0], j[1], Path(f"runs/{j[0]}-seeds"), args.overrides,
-                                                          threads)), jobs))
+                                                          threads, None if args.no_keep else seeds.RESULTS)), jobs))
     failed = [j for j, (_, _, rc) in done if rc != 0]
     if failed:
         sys.exit(f"runs {failed} failed; see runs/<recipe>-seeds/seed<S>.log")
