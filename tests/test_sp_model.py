@@ -48,9 +48,30 @@ def make_prompt(g: torch.Generator) -> EncodedPrompt:
     return EncodedPrompt("p", ids, vision, mm_token_type_ids=(ids == 299).long() * 2)  # [1, 61]
 
 
+IMAGE_GRID = [1, 4, 4]  # one image: 16 patches -> 4 tokens
+N_IMAGE = IMAGE_GRID[1] * IMAGE_GRID[2] // 4
+
+
+def make_image_prompt(g: torch.Generator) -> EncodedPrompt:
+    """A PRIMO-style 73-token prompt: image, video, image, text (shard 37 over 2 ranks: one image on each)."""
+    text = lambda n: torch.randint(0, 290, (n,), generator=g)
+    image = lambda: [torch.tensor([297]), torch.full((N_IMAGE,), 298), torch.tensor([296])]
+    video = [torch.tensor([297]), torch.full((N_VIDEO,), 299), torch.tensor([296])]
+    ids = torch.cat([text(5), *image(), *video, *image(), text(6)])[None]  # [1, 73]
+    vision = {
+        "pixel_values_videos": torch.randn(GRID[0] * GRID[1] * GRID[2], PATCH_DIM, generator=g),
+        "video_grid_thw": torch.tensor([GRID]), "second_per_grid_ts": torch.tensor([0.5]),
+        "pixel_values": torch.randn(2 * IMAGE_GRID[1] * IMAGE_GRID[2], PATCH_DIM, generator=g),
+        "image_grid_thw": torch.tensor([IMAGE_GRID, IMAGE_GRID]),
+    }
+    types = (ids == 298).long() + (ids == 299).long() * 2  # [1, 73]
+    return EncodedPrompt("pi", ids, vision, mm_token_type_ids=types)
+
+
 def make_case() -> dict:
     g = torch.Generator().manual_seed(5)
-    case: dict = {"state": tiny_model().state_dict(), "prompt": make_prompt(g), "comp": {}}
+    case: dict = {"state": tiny_model().state_dict(), "prompt": make_prompt(g), "comp": {},
+                  "image_prompt": make_image_prompt(g)}
     for name, (rows, length) in COMPLETIONS.items():
         case["comp"][name] = {
             "tokens": torch.randint(0, 290, (rows, length), generator=g),  # [G, T]
@@ -110,7 +131,16 @@ def _worker(rank: int, world: int, workdir: str) -> None:
         vision = sp_encode_vision(vlm, prompt)
         last, cache = sp_prefill(vlm, prompt, vision)  # [1, V]
         out["prefill"] = {"logits": last, "cache": _cache_tensors(cache), "tokens": _greedy(vlm, prompt, last, cache)}
-    c = case["comp"]["long"]
+    prompt, c = case["image_prompt"], case["comp"]["short"]  # extra images: encoded whole on every rank
+    model.zero_grad(set_to_none=True)
+    ivision = sp_encode_vision(vlm, prompt)
+    logp = sp_completion_logprobs(vlm, prompt, c["tokens"], ivision, temperature=0.7)  # [G, T]
+    (logp * c["w_logp"]).sum().backward()
+    with torch.no_grad():
+        last, _ = sp_prefill(vlm, prompt, ivision)  # [1, V]
+    out["images"] = {"image": [v.detach() for v in ivision["image"].pooler_output], "logp": logp.detach(),
+                     "grads": _named_grads(model), "prefill": last}
+    prompt, c = case["prompt"], case["comp"]["long"]
     with TensorMemoryTracker() as mem:
         sp_completion_logprobs(vlm, prompt, c["tokens"], vision).sum().backward()
     out["memory"] = {"tensor_peak": mem.peak}
@@ -275,6 +305,34 @@ def test_sp_prefill_cache_decodes_like_one_process(run: tuple[dict, list[dict]],
             torch.testing.assert_close(k, ek, atol=ATOL, rtol=0)
             torch.testing.assert_close(v, ev, atol=ATOL, rtol=0)
         assert torch.equal(p["tokens"], tokens)
+
+
+@pytest.mark.dist
+def test_sp_prompt_with_extra_images_equals_one_process(run: tuple[dict, list[dict]], ref: SimpleNamespace) -> None:
+    """Image, video, image prompt (PRIMO R1): the images are encoded whole on every rank, the video sharded;
+    log-probs, prefill and the SP-averaged gradient equal one process."""
+    case, results = run
+    prompt, c = case["image_prompt"], case["comp"]["short"]
+    ref.model.zero_grad(set_to_none=True)
+    vision = ref.vlm.encode_vision(prompt)  # with gradient
+    assert set(vision) == {"image", "video"}
+    logp = token_logprobs(ref.vlm.completion_logits(prompt, c["tokens"], vision, share_prefix=False), c["tokens"], 0.7)
+    (logp * c["w_logp"]).sum().backward()
+    grads = _named_grads(ref.model)
+    with torch.no_grad():
+        last, _ = ref.vlm.prefill(prompt, vision)  # [1, V]
+    for r in results:
+        got = r["images"]
+        assert [v.shape for v in got["image"]] == [(N_IMAGE, 64)] * 2
+        for a, b in zip(got["image"], vision["image"].pooler_output):
+            torch.testing.assert_close(a, b.detach(), atol=ATOL, rtol=0)
+        torch.testing.assert_close(got["logp"], logp.detach(), atol=ATOL, rtol=0)
+        torch.testing.assert_close(got["prefill"], last, atol=ATOL, rtol=0)
+    mean = {n: sum(r["images"]["grads"][n] for r in results) / WORLD for n in grads}
+    key = "model.visual.blocks.0.mlp.up_proj.weight"
+    assert grads[key].abs().max() > 0
+    for n, g in grads.items():
+        torch.testing.assert_close(mean[n], g, atol=ATOL, rtol=1e-4, msg=lambda m, n=n: f"{n}: {m}")
 
 
 @pytest.mark.dist

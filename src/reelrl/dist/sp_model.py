@@ -11,7 +11,8 @@ module wires both stages into a :class:`reelrl.models.vlm.VLM`:
 
 - :func:`sp_encode_vision`: stage 1 (:func:`reelrl.dist.sharded_vision.encode_video_sharded`),
   returned in the structure of :meth:`VLM.encode_vision` (``{"video": BaseModelOutputWithPooling}``
-  with ``pooler_output`` a tuple of one ``[tokens, D]`` tensor per video).
+  with ``pooler_output`` a tuple of one ``[tokens, D]`` tensor per video; ``"image"`` too for a
+  prompt with extra images, encoded whole on every rank).
 - :func:`sp_completion_logits` / :func:`sp_completion_logprobs`: stage 2 for the
   old / reference / update log-prob passes; equal to
   ``VLM.completion_logits(prompt, completions, vision, share_prefix=False)``
@@ -230,19 +231,26 @@ def sp_encode_vision(vlm: VLM, prompt: EncodedPrompt, group: env.Group = None) -
     with one ``[tokens_i, D]`` tensor per video, as :meth:`VLM.encode_vision` (and
     ``get_video_features(..., return_dict=True)``) does, so it can be passed as
     ``vision`` / ``mm_encoder_outputs`` anywhere. ``last_hidden_state`` is None.
-    Differentiable (gradient convention of :mod:`reelrl.dist.env`).
+    A prompt's extra images (``VideoRow.images``: a PRIMO-style initial- and
+    current-state frame) are few and small next to a long video: every rank
+    encodes them whole (``"image"``, :meth:`VLM.encode_images`), unsharded.
+    Differentiable (gradient convention of :mod:`reelrl.dist.env`: each rank's
+    image gradient comes from the image tokens of its own sequence shard, so the
+    SP-averaged gradient is the one-process one, as for the text embeddings).
     """
     _check_supported(vlm)
     visual = vlm.vision_tower()
     vi = prompt.vision_inputs
+    out: dict[str, BaseModelOutputWithPooling] = {}
+    if "pixel_values_videos" in vi:
+        grid = vi["video_grid_thw"]  # [n_videos, 3]
+        emb = encode_video_sharded(visual, vi["pixel_values_videos"], grid, group)  # [n_tokens, D]
+        merge = int(visual.spatial_merge_size)
+        split = (grid.prod(-1) // merge**2).tolist()
+        out["video"] = BaseModelOutputWithPooling(last_hidden_state=None, pooler_output=torch.split(emb, split))
     if "pixel_values" in vi:
-        raise NotImplementedError("reelrl.dist.sp_model: prompts with extra images (VideoRow.images) are not "
-                                  "sharded; raise parallel.sp_threshold above their length")
-    grid = vi["video_grid_thw"]  # [n_videos, 3]
-    emb = encode_video_sharded(visual, vi["pixel_values_videos"], grid, group)  # [n_tokens, D]
-    merge = int(visual.spatial_merge_size)
-    split = (grid.prod(-1) // merge**2).tolist()
-    return {"video": BaseModelOutputWithPooling(last_hidden_state=None, pooler_output=torch.split(emb, split))}
+        out["image"] = vlm.encode_images(vi["pixel_values"], vi["image_grid_thw"])  # replicated on every rank
+    return out
 
 
 # --------------------------------------------------------------------------- stage 2: completion scoring
