@@ -244,3 +244,30 @@ def test_an_environment_reward_enters_through_env_reward():
     with pytest.raises(ValueError, match="env_reward must be a finite number"):
         score_turns([RewardSpec("env_reward", 1.0)], [RewardSpec("format", 0.0)], [row], [[["a"]]],
                     [[[{"env_reward": float("nan")}]]], 1)
+
+
+def test_a_groups_environments_decode_each_clip_once_and_a_rewritten_clip_is_read_again(stream_gym, tmp_path):
+    import shutil
+
+    from reelrl.data.schema import DataError
+
+    src = load_jsonl(stream_gym / "train.jsonl")[1]
+    for c in src.meta["stream"]["clips"]:  # a private copy of the row's clips
+        shutil.copy(Path(src.video).parent / c["video"], tmp_path / Path(c["video"]).name)
+    clips = [{**c, "video": Path(c["video"]).name} for c in src.meta["stream"]["clips"]]
+    row = prompt_row("streaming")(src.model_copy(update={
+        "video": str(tmp_path / "whole.mp4"), "meta": {**src.meta, "stream": {**src.meta["stream"], "clips": clips}}}))
+    video = load_video(row.video, SAMPLING)
+    envs = [ENVS.resolve("streaming")(row, video) for _ in range(4)]  # a group of 4 trajectories
+    first = [e.clip(1) for e in envs]
+    assert all(c.frames is first[0].frames for c in first)  # one decode, shared
+    assert first[0].frames.shape == video.frames.shape
+    # the file changes (clip 2's content written over clip 1's): the next episode reads the new file
+    target = tmp_path / clips[1]["video"]
+    shutil.copy(tmp_path / clips[2]["video"], target)
+    again = envs[0].clip(1)
+    assert again.frames is not first[0].frames
+    assert np.array_equal(again.frames, envs[0].clip(2).frames)
+    target.unlink()
+    with pytest.raises(DataError, match=rf"row {row.id}: clip 2 \(.*{clips[1]['video']}\)"):
+        envs[0].clip(1)

@@ -29,11 +29,14 @@ and thought), and earlier clips leave the context; here every earlier clip and
 thought stays in the cached context (a superset of VST's memory, and one
 sequence whose log-probs equal one forward over the whole conversation). A
 later clip is decoded with the first clip's frame count and frame size (the
-clips of a stream are equally long), so every clip reaches the model alike.
+clips of a stream are equally long), so every clip reaches the model alike;
+it is decoded once for the G trajectories of a group, and the vision tower
+encodes it once for them (:func:`reelrl.models.vlm.encode_unique`).
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +78,15 @@ def clip_path(row: VideoRow, clip: dict[str, Any], base: Path | None = None) -> 
     return p if p.is_absolute() else (base if base is not None else Path(row.video).parent) / p
 
 
+@lru_cache(maxsize=32)
+def _decoded(path: str, mtime_ns: int, size: int, sampling: tuple[int, int, int]) -> SampledVideo:
+    """One clip decoded once for every trajectory of a group (the G environments of a row ask for the same
+    clip in the same turn); keyed by the file's path, modification time and size, so a rewritten file is read
+    again. The frames are shared: nothing downstream writes into them."""
+    t, h, w = sampling
+    return load_video(path, VideoSampling(nframes=t, resized_height=h, resized_width=w))
+
+
 def streaming_prompt_row(row: VideoRow) -> VideoRow:
     """The row as the episode opens: its first clip as the video, the first clip's header as the question.
 
@@ -98,15 +110,17 @@ class Streaming:
         self.base = Path(base) if base is not None else None
         self.max_turns = self.q + 1
         self.turn = 0
-        t, h, w = video.frames.shape[:3]
-        self.sampling = VideoSampling(nframes=t, resized_height=h, resized_width=w)
+        self.size = tuple(int(n) for n in video.frames.shape[:3])  # (T, H, W) of the first clip
 
     def clip(self, k: int) -> Clip:
         """Clip ``k`` (0-based), decoded like the first (the frames the prompt showed)."""
         c = self.clips[k]
         path = clip_path(self.row, c, self.base)
         try:
-            v = load_video(path, self.sampling)
+            st = path.stat()
+            v = _decoded(str(path), st.st_mtime_ns, st.st_size, self.size)
+        except OSError as e:
+            raise DataError(f"row {self.row.id}: clip {k + 1} ({path}): {e}") from None
         except ValueError as e:  # VideoError is a ValueError
             raise DataError(f"row {self.row.id}: clip {k + 1} ({path}): {e}") from None
         return Clip(v.frames, v.fps, float(c["start"]))
