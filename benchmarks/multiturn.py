@@ -61,14 +61,14 @@ def setup(args: argparse.Namespace, work: Path):
 
 def measure(vlm: VLM, processor, enc: PromptEncoder, row, args: argparse.Namespace) -> dict[str, float]:
     """Seconds of one group's rollout and of its scoring + backward, and the patches the tower saw."""
+    prompt, video = enc.encode(row), enc.frames(row)
+    vision = vlm.encode_vision(prompt)  # the first clip: once per group either way, not counted
     patches: list[int] = []
     hook = vlm.vision_tower().register_forward_pre_hook(lambda m, a: patches.append(int(a[0].shape[0])))
     tok = processor.tokenizer
     params = SamplingParams(max_new_tokens=args.tokens, temperature=1.0, eos_ids=(), pad_id=tok.pad_token_id,
                             suppress_ids=(processor.image_token_id, processor.video_token_id))
     turns = TurnEncoder(processor, system=enc.system)
-    prompt, video = enc.encode(row), enc.frames(row)
-    vision = vlm.encode_vision(prompt)
     t0 = time.perf_counter()
     envs = [ENVS.get("streaming")(row, video) for _ in range(args.group)]
     (ep,) = rollout_episodes(vlm, turns, [EpisodeRequest(prompt, envs, make_generators(0, args.group), vision)],

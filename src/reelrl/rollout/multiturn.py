@@ -139,6 +139,8 @@ class _Traj:
     vgrids: list[Tensor] = field(default_factory=list)  # [m, 3] per turn with clips
     vsecs: list[Tensor] = field(default_factory=list)  # [m] per turn with clips (Qwen2.5-VL)
     vpixels: list[Tensor] = field(default_factory=list)  # [M, d] per turn with clips
+    embeds: list[Tensor] = field(default_factory=list)  # [tokens, D] per later image, as the rollout encoded it
+    vembeds: list[Tensor] = field(default_factory=list)  # [tokens, D] per later clip, as the rollout encoded it
     texts: list[str] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)  # model tokens per turn
     columns: list[dict[str, Any] | None] = field(default_factory=list)
@@ -200,6 +202,15 @@ def _append_turn(vlm: VLM, state: DecodeState, trajs: list[_Traj], fed: list[int
     if clips:
         mm["video"] = vlm.encode_videos(torch.cat([t.pixel_values_videos for t in clips]).to(dev),
                                         torch.cat([t.video_grid_thw for t in clips]).to(dev))
+    for kind, grid_of, store in (("image", "image_grid_thw", "embeds"), ("video", "video_grid_thw", "vembeds")):
+        if kind not in mm:
+            continue
+        pooled, at = mm[kind].pooler_output, 0  # one [tokens, D] per input, in turn order: kept for _pack
+        for i in sorted(turns):
+            grid = getattr(turns[i], grid_of)
+            if grid is not None:
+                getattr(trajs[i], store).extend(pooled[at : at + grid.shape[0]])
+                at += int(grid.shape[0])
     state.mask = torch.cat([state.mask, mask], dim=1)  # [N, K+L]
     out = vlm.model(input_ids=ids, attention_mask=state.mask, position_ids=pos, cache=state.cache, use_cache=True,
                     mm_encoder_outputs=mm or None)
@@ -285,16 +296,22 @@ def _pack(vlm: VLM, requests: list[EpisodeRequest], trajs: list[_Traj], pad_id: 
         if pixels:
             ctx.pixel_values = torch.cat(pixels).to(dev)  # [N, d]
             ctx.image_grid_thw = torch.cat(grids).to(dev)  # [k, 3]
-            ctx.image_embeds = vlm.encode_images(ctx.pixel_values, ctx.image_grid_thw)
+            ctx.image_embeds = _embeds([e for t in mine for e in t.embeds])
         vpixels = [p for t in mine for p in t.vpixels]
         if vpixels:
             ctx.pixel_values_videos = torch.cat(vpixels).to(dev)  # [M, d]
             ctx.video_grid_thw = torch.cat([g for t in mine for g in t.vgrids]).to(dev)  # [m, 3]
-            ctx.clip_embeds = vlm.encode_videos(ctx.pixel_values_videos, ctx.video_grid_thw)
+            ctx.clip_embeds = _embeds([e for t in mine for e in t.vembeds])
         ro.context = ctx
         out.append(EpisodeGroup(ro, [t.texts for t in mine], [t.columns for t in mine], [t.infos for t in mine],
                                 [t.lengths for t in mine]))
     return out
+
+
+def _embeds(pooled: list[Tensor]) -> BaseModelOutputWithPooling:
+    """The rollout's own embeddings of a group's later images or clips (one ``[tokens, D]`` each, in order),
+    as one tower output: no second pass through the vision tower to score the group."""
+    return BaseModelOutputWithPooling(last_hidden_state=None, pooler_output=tuple(pooled))
 
 
 def continuation_logits(
