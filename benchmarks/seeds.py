@@ -50,6 +50,9 @@ def keep_results(run: Path, kept: Path, overrides: list[str]) -> None:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, dst)
     (kept / "overrides.json").write_text(json.dumps(overrides))
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent)
+    if rev.returncode == 0:  # the code the seed ran (results are exact for it; later code may round differently)
+        (kept / "commit").write_text(rev.stdout)
 
 
 def restore_results(run: Path, kept: Path, overrides: list[str]) -> bool:

@@ -32,7 +32,7 @@ def test_kept_seed_is_restored_not_run_again(seeds, tmp_path) -> None:
     kept = tmp_path / "results" / "x-seeds" / "seed0"
     seeds.keep_results(tmp_path / "a" / "seed0", kept, ["rl.steps=4"])
     files = sorted(str(f.relative_to(kept)) for f in kept.rglob("*") if f.is_file())
-    assert files == ["1-eval/eval.json", "overrides.json", "summary.json"]  # no samples, no checkpoints
+    assert files == ["1-eval/eval.json", "commit", "overrides.json", "summary.json"]  # no samples, no checkpoints
 
     # a fresh clone: runs/ is empty; the recipe name does not exist, so running it would fail (rc != 0)
     out = tmp_path / "fresh" / "x-seeds"
