@@ -121,7 +121,7 @@ def main() -> None:
         m = med[dedupe]
         table.add_row(name, f"{m['rollout_s']:.3f}", f"{m['rollout_patches']:.0f}", f"{m['update_s']:.3f}",
                       f"{m['update_patches']:.0f}")
-    console = Console()
+    console = Console(width=160)
     console.print(table)
     console.print(f"speed-up: rollout {med[False]['rollout_s'] / med[True]['rollout_s']:.2f}x, scoring + backward "
                   f"{med[False]['update_s'] / med[True]['update_s']:.2f}x")
