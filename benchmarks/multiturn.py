@@ -4,7 +4,7 @@ Every trajectory of a streaming group sees the same clips, so the rollout
 (``rollout_episodes``: the clip appended to each trajectory's cached context)
 and the update's scoring with a training vision tower
 (``continuation_logits(..., recompute_images=True)`` + backward) can run the
-tower once per distinct clip (:func:`reelrl.models.vlm.encode_unique`) instead
+tower once per distinct clip (:func:`reelrl.models.dedupe.encode_unique`) instead
 of once per trajectory. This measures both passes with the dedupe on and off
 (``VLM.dedupe_visual_inputs``, the baseline, in the same run, interleaved),
 over one group of ``--group`` trajectories of a ``stream_order`` row (four

@@ -1,4 +1,4 @@
-"""VLM.encode_videos / encode_images encode identical inputs once (reelrl.models.vlm.encode_unique): the same
+"""VLM.encode_videos / encode_images encode identical inputs once (reelrl.models.dedupe.encode_unique): the same
 embeddings and gradients as encoding every copy, with fewer patches through the tower."""
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ sequence whose log-probs equal one forward over the whole conversation). A
 later clip is decoded with the first clip's frame count and frame size (the
 clips of a stream are equally long), so every clip reaches the model alike;
 it is decoded once for the G trajectories of a group, and the vision tower
-encodes it once for them (:func:`reelrl.models.vlm.encode_unique`).
+encodes it once for them (:func:`reelrl.models.dedupe.encode_unique`).
 """
 
 from __future__ import annotations

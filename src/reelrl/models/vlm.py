@@ -20,6 +20,7 @@ from torch import Tensor
 from transformers.cache_utils import DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from reelrl.models.dedupe import encode_unique
 from reelrl.models.precision import autocast
 from reelrl.models.processing import IGNORE_INDEX
 
@@ -71,8 +72,8 @@ class VLM:
         self.has_mrope = hasattr(self.core, "get_rope_index")
         #: autocast dtype of the forward passes (fp32 master weights, :mod:`reelrl.models.precision`); None = none
         self.compute_dtype: torch.dtype | None = None
-        #: encode identical later-turn images / clips once (:func:`encode_unique`); False is the baseline of
-        #: ``benchmarks/multiturn.py``
+        #: encode identical later-turn images / clips once (:func:`reelrl.models.dedupe.encode_unique`);
+        #: False is the baseline of ``benchmarks/multiturn.py``
         self.dedupe_visual_inputs = True
 
     def autocast(self):
@@ -210,7 +211,8 @@ class VLM:
     def encode_images(self, pixel_values: Tensor, image_grid_thw: Tensor) -> BaseModelOutputWithPooling:
         """Run the vision tower on images (``pixel_values [N, d]``, ``image_grid_thw [k, 3]``): ``mm_encoder_outputs["image"]``.
 
-        Identical images among the ``k`` are encoded once (:func:`encode_unique`; :attr:`dedupe_visual_inputs`).
+        Identical images among the ``k`` are encoded once (:func:`reelrl.models.dedupe.encode_unique`;
+        :attr:`dedupe_visual_inputs`).
         """
         return self._encode(self.core.get_image_features, pixel_values, image_grid_thw)
 
@@ -218,7 +220,7 @@ class VLM:
         """Run the vision tower on later turns' clips (``[N, d]``, ``video_grid_thw [m, 3]``): ``mm_encoder_outputs["video"]``.
 
         Identical clips among the ``m`` (the same streamed clip shown to every trajectory of a group) are
-        encoded once (:func:`encode_unique`; :attr:`dedupe_visual_inputs`).
+        encoded once (:func:`reelrl.models.dedupe.encode_unique`; :attr:`dedupe_visual_inputs`).
         """
         return self._encode(self.core.get_video_features, pixel_values_videos, video_grid_thw)
 
@@ -510,42 +512,6 @@ class BatchPrefill:
     cache: DynamicCache  # batch B, P_max positions
     mask: Tensor  # [B, P_max] 0 on left padding
     start: Tensor  # [B] text position of each prompt's first completion token
-
-
-def encode_unique(encode, pixels: Tensor, grid: Tensor) -> BaseModelOutputWithPooling:
-    """``encode(pixels, grid)`` with identical visual inputs run through the tower once.
-
-    ``pixels [N, d]`` holds the patches of ``k`` inputs (``grid [k, 3]``, ``t*h*w``
-    rows each, as the processor writes them). Inputs with the same grid row and
-    equal patches (a cheap fingerprint, then ``torch.equal``) are encoded once,
-    in one call over the unique ones, and the output's ``pooler_output`` (one
-    ``[tokens, D]`` tensor per input) repeats the shared embedding for every
-    copy, in input order: the same tensors as one call over all ``k`` (up to the
-    float rounding of a differently sized batch), and under autograd the copies'
-    gradients sum into the one encode, as they would over separate encodes.
-    Outputs with other per-input fields fall back to the plain call.
-    ``last_hidden_state`` (the unsplit patch-level output, not read once pooled) is None when inputs were shared.
-    """
-    sizes = grid.prod(-1).tolist()  # patches per input
-    chunks = torch.split(pixels, sizes)  # k x [n_i, d]
-    reps: list[int] = []  # the first input of each distinct content
-    which: list[int] = []  # for each input, its slot in reps
-    seen: dict[tuple, list[int]] = {}
-    for i, c in enumerate(chunks):
-        key = (tuple(grid[i].tolist()), float(c.sum()), float(c[::7].sum()))
-        slot = next((s for s in seen.get(key, ()) if torch.equal(chunks[reps[s]], c)), None)
-        if slot is None:
-            slot = len(reps)
-            reps.append(i)
-            seen.setdefault(key, []).append(slot)
-        which.append(slot)
-    if len(reps) == len(chunks):
-        return encode(pixels, grid)
-    out = encode(torch.cat([chunks[i] for i in reps]), grid[reps])  # [sum of unique n_i, d]
-    if any(out[k] is not None for k in out.keys() if k not in ("last_hidden_state", "pooler_output")):
-        return encode(pixels, grid)
-    pooled = out.pooler_output
-    return type(out)(last_hidden_state=None, pooler_output=tuple(pooled[s] for s in which))
 
 
 def _concat_videos(values: list):
