@@ -151,3 +151,19 @@ def test_dpo_stage_in_a_pipeline_between_rl_stages(recipe_dict, tmp_path):
     done = json.loads((run / "1-dpo" / "done.json").read_text())
     assert done["dpo/pairs"] >= 1 and done["steps"] >= 1
     assert (run / "1-dpo" / "model" / "model.safetensors").is_file() and (run / "2-rl" / "model").is_dir()
+    # the report shows every pair: its row, why the rejected one lost, both texts and reference log-probs
+    from html import escape
+
+    from reelrl.report import write_report
+
+    pairs = [json.loads(x) for x in (run / "1-dpo" / "pairs.jsonl").read_text().splitlines()]
+    assert pairs and len(pairs) == done["dpo/pairs"]
+    assert all(p["question"] and Path(p["video"]).is_file() and len(p["ref_logp"]) == 2 for p in pairs)
+    assert all(isinstance(p["accuracy"][0], float) for p in pairs)
+    html = write_report(run).read_text()
+    assert "preference pairs (1-dpo)" in html and html.count('data-source="1-dpo"') == min(len(pairs), 40)
+    for p in pairs[:3]:
+        assert f"row <b>{escape(p['row_id'])}</b> · task <b>{escape(str(p['task']))}</b> · rejected for <b>" \
+               f"{escape(p['reason'])}</b>" in html
+        assert f'<td class="text">{escape(p["chosen_text"])}</td><td class="num">{p["ref_logp"][0]:.3f}</td>' in html
+        assert f'<td class="text">{escape(p["rejected_text"])}</td><td class="num">{p["ref_logp"][1]:.3f}</td>' in html

@@ -3,7 +3,8 @@
 A run's page (:func:`write_report`) holds its training curves (every numeric key of each training stage's
 ``metrics.jsonl``: reward, accuracy per task, format, KL, entropy, completion length, clip fraction, time per
 phase, ...), the eval table of every evaluation side by side, and a rollout browser of the sampled training
-groups (``samples.jsonl``, every ``rl.log_samples_every`` steps) and eval samples (``eval_samples.jsonl``) with
+groups (``samples.jsonl``, every ``rl.log_samples_every`` steps), a DPO stage's preference pairs
+(``pairs.jsonl``: chosen and rejected, why, their reference log-probs) and eval samples (``eval_samples.jsonl``) with
 the frames the model saw, every completion's reward and advantage, filterable by source, task and correctness.
 A comparison (:func:`write_comparison`) tables the final evaluation of each run and overlays their curves.
 

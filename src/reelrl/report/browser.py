@@ -1,4 +1,5 @@
-"""The rollout browser: sampled training groups and eval samples, with the frames the model saw, filterable.
+"""The rollout browser: sampled training groups, DPO preference pairs and eval samples, with the frames the model
+saw, filterable.
 
 Every prompt is a ``div.sample`` (``data-source``: its stage folder, ``data-task``) holding one
 ``tr.completion`` per completion (``data-correct``: ``1``, ``0``, or ``na`` when unscored; see
@@ -61,6 +62,11 @@ def collect_cards(run: Run, strips: FrameStrips, max_groups: int, max_eval: int)
             head = (f"<b>{escape(st.name)}</b> step {_n(rec.get('step'))} · row <b>{escape(str(rec.get('row')))}</b>"
                     f" · task <b>{escape(str(rec.get('task')))}</b>{variant}")
             cards.append(Card(st.name, head, rec, comps, strips.strip(rec.get("video"), sampling)))
+    for st in run.training():
+        if st.pairs:
+            sources.append((st.name, f"preference pairs ({st.name})"))
+            cards += [_pair_card(st.name, rec, strips.strip(rec.get("video"), strips.sampling(st.dir)))
+                      for rec in spread(st.pairs, max_groups)]
     for st in run.evaluations():
         for ev in st.evals:
             source = st.name if ev.level is None else f"{st.name}/{ev.level}"
@@ -74,6 +80,18 @@ def collect_cards(run: Run, strips: FrameStrips, max_groups: int, max_eval: int)
                         f" · task <b>{escape(str(rec.get('task')))}</b>")
                 cards.append(Card(source, head, rec, comps, strips.strip(rec.get("video"), sampling)))
     return cards, sources
+
+
+def _pair_card(source: str, rec: dict[str, Any], strip: Strip | str) -> Card:
+    """A DPO stage's preference pair (``pairs.jsonl``): the chosen, then the rejected completion."""
+    acc = rec.get("accuracy") if isinstance(rec.get("accuracy"), list) else [None, None]
+    ref = rec.get("ref_logp") if isinstance(rec.get("ref_logp"), list) else [None, None]
+    comps = [{"label": label, "text": rec.get(f"{label}_text", ""), "reward": None, "advantage": None,
+              "accuracy": acc[i] if i < len(acc) else None, "format": None,
+              "ref_logp": ref[i] if i < len(ref) else None} for i, label in enumerate(("chosen", "rejected"))]
+    head = (f"<b>{escape(source)}</b> preference pair · row <b>{escape(str(rec.get('row_id')))}</b> · task "
+            f"<b>{escape(str(rec.get('task')))}</b> · rejected for <b>{escape(str(rec.get('reason')))}</b>")
+    return Card(source, head, rec, comps, strip)
 
 
 def _n(v: Any) -> str:
@@ -98,15 +116,18 @@ def render_card(card: Card) -> str:
         frames = f'<div class="noframes">{escape(card.strip)}</div>'
     question = rec.get("question")
     q = f"<pre>{escape(question)}</pre>" if question else "<pre>(question not recorded)</pre>"
+    pair = any("ref_logp" in c for c in card.completions)  # a preference pair: reference log-probs, no rewards
+    cols = ("ref_logp", "accuracy") if pair else ("reward", "advantage", "accuracy", "format")
     rows = []
     for i, c in enumerate(card.completions):
         mark = {"1": "✓", "0": "✗", "na": "·"}[_correct_attr(c["accuracy"])]
+        nums = "".join(f'<td class="num">{_n(c.get(k))}</td>' for k in cols)
         rows.append(f'<tr class="completion" data-correct="{_correct_attr(c["accuracy"])}"><td class="mark">{mark}'
-                    f'</td><td class="num">{i}</td><td class="text">{escape(c["text"])}</td>'
-                    f'<td class="num">{_n(c["reward"])}</td><td class="num">{_n(c["advantage"])}</td>'
-                    f'<td class="num">{_n(c["accuracy"])}</td><td class="num">{_n(c["format"])}</td></tr>')
-    table = ('<table class="completions"><thead><tr><th></th><th>#</th><th>completion</th><th>reward</th>'
-             f'<th>advantage</th><th>accuracy</th><th>format</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
+                    f'</td><td class="num">{escape(str(c.get("label", i)))}</td><td class="text">'
+                    f'{escape(c["text"])}</td>{nums}</tr>')
+    heads = "".join(f"<th>{'reference log-prob' if k == 'ref_logp' else k}</th>" for k in cols)
+    table = ('<table class="completions"><thead><tr><th></th><th>#</th><th>completion</th>'
+             f'{heads}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
     return (f'<div class="sample" data-source="{escape(card.source)}" data-task="{escape(str(rec.get("task")))}">'
             f'<div class="head">{card.head}</div>{frames}{q}<div class="head">gold answer: '
             f'<b>{escape(str(rec.get("answer")))}</b></div>{table}</div>')

@@ -43,6 +43,7 @@ class Stage:
     label: str  # the model after this stage (training) or the model evaluated (eval)
     metrics: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl, one dict per step
     groups: list[dict[str, Any]] = field(default_factory=list)  # samples.jsonl (RL stages)
+    pairs: list[dict[str, Any]] = field(default_factory=list)  # pairs.jsonl (DPO stages: the preference pairs)
     evals: list[EvalResult] = field(default_factory=list)  # eval stages: one, or one per level
     done: bool = False
 
@@ -147,6 +148,8 @@ def load_run(path: str | Path) -> Run:
             st.metrics = read_jsonl(d / "metrics.jsonl")
         if (d / "samples.jsonl").is_file():
             st.groups = read_jsonl(d / "samples.jsonl")
+        if kind == "dpo" and (d / "pairs.jsonl").is_file():
+            st.pairs = read_jsonl(d / "pairs.jsonl")
         if kind == "eval":
             st.evals = _evals(d)
         stages.append(st)

@@ -12,8 +12,9 @@ The stage runs in two phases:
    policy; :func:`reelrl.train.verifier.verify` judges them and
    :func:`reelrl.train.verifier.build_pairs` makes preference pairs. The
    reference log-probs of every pair are computed here (temperature 1). All
-   of it is written to ``<stage_dir>/pairs.pt`` (and readable ``pairs.jsonl``),
-   so a resumed stage trains on the same pairs.
+   of it is written to ``<stage_dir>/pairs.pt`` (and readable ``pairs.jsonl``,
+   which ``reelrl report`` shows in its rollout browser), so a resumed stage
+   trains on the same pairs.
 2. **DPO**: ``ceil(dpo.epochs * pairs / dpo.batch_size)`` optimizer steps over
    seeded epoch permutations of the pairs, loss from
    :data:`reelrl.algos.PAIR_LOSSES` (``dpo.loss``) with the global pair count
@@ -115,9 +116,19 @@ class DPOTrainer(StageTrainer):
             torch.save(pairs, path)
             with (self.stage_dir / "pairs.jsonl").open("w", encoding="utf-8") as f:
                 for p in pairs:
-                    f.write(json.dumps({k: p[k] for k in ("row_id", "reason", "chosen_text", "rejected_text")}) + "\n")
+                    f.write(json.dumps(self.pair_record(p)) + "\n")
         self.dims.barrier()
         return pairs
+
+    def pair_record(self, pair: dict) -> dict:
+        """One line of ``pairs.jsonl``: what ``reelrl report`` shows of a pair (its row as the policy saw it, the
+        chosen and rejected texts, the verifier's accuracy of each (None for a written self-correction) and the
+        reference sequence log-probs)."""
+        row = self.rows[pair["row"]]
+        return {"row_id": pair["row_id"], "task": row.task, "video": row.video, "question": row.prompt_text(),
+                "answer": row.answer, "reason": pair["reason"], "chosen_text": pair["chosen_text"],
+                "rejected_text": pair["rejected_text"], "accuracy": pair.get("accuracy"),
+                "ref_logp": [float(x) for x in pair["ref_logp"]]}
 
     def _sampling(self) -> SamplingParams:
         base = sampling_params(self.cfg, self.tok, self.vlm, self.d.max_new_tokens)
@@ -165,9 +176,11 @@ class DPOTrainer(StageTrainer):
                     tokens, mask = pad_pair(seqs[p.chosen], rejected, self.pad_id, self.vlm.device)  # [2, T]
                     ref = self.reference.token_logprobs(prompt, tokens, vision, 1.0, self.cfg.rl.share_prefix,
                                                         not self.vision_trainable)  # [2, T]
+                    rejected_acc = None if isinstance(p.rejected, str) else verdicts[p.rejected].accuracy
                     pairs.append(((k, len(pairs)), {
                         "row": int(i), "row_id": row.id, "reason": p.reason, "chosen": seqs[p.chosen],
                         "rejected": rejected, "chosen_text": texts[p.chosen], "rejected_text": rejected_text,
+                        "accuracy": [verdicts[p.chosen].accuracy, rejected_acc],
                         "ref_logp": sequence_logp(ref, mask).cpu(),  # [2]
                     }))
         return pairs
