@@ -226,22 +226,53 @@ def test_a_config_error_names_the_rank_and_stops_every_process(tmp_path, recipe_
     assert "reelrl/" not in proc.stderr  # no traceback from reelrl's code (torchrun reports the failed workers)
 
 
-@pytest.mark.parametrize("share_prefix", [True, False])
-def test_sequence_parallel_rl_equals_one_process(one_and_two, share_prefix):
+def _rows_with_an_image(src: Path, out: Path) -> Path:
+    """``src``'s rows, each with its video's first frame as an extra image before the video (PRIMO R1's
+    initial-state image), written to ``out`` with absolute video paths."""
+    from reelrl.data.schema import load_jsonl
+
+    image = [{"role": "initial_state", "frame": 0, "position": "before"}]
+    out.write_text("".join(json.dumps({**r.model_dump(), "video": str(Path(r.video).resolve()), "images": image})
+                           + "\n" for r in load_jsonl(src)))
+    return out
+
+
+def _median_prompt_length(model_dir: Path, train: Path) -> int:
+    from reelrl.data.prompts import PromptEncoder
+    from reelrl.data.schema import load_jsonl
+    from reelrl.models.load import load_model_and_processor
+    from reelrl.video.sample import VideoSampling
+
+    _, processor = load_model_and_processor(str(model_dir))
+    enc = PromptEncoder(processor, VideoSampling(nframes=16, min_pixels=3136, max_pixels=3136),
+                        "{question}\nThink inside <think></think>, then answer inside <answer></answer>.")
+    lengths = sorted(enc.encode(r).length for r in load_jsonl(train))
+    return lengths[len(lengths) // 2 - 1]
+
+
+@pytest.mark.parametrize(("share_prefix", "images"), [(True, False), (False, True)])
+def test_sequence_parallel_rl_equals_one_process(one_and_two, share_prefix, images):
     """sp=2 through the trainer: prompts above the threshold run MR-SP, the others as usual, in one step.
 
-    The gym prompts here hold 87 to 94 tokens; with ``sp_threshold`` 90 some are
-    long and some short. Rollout tokens must be identical; the losses and
-    entropies the trainer logs (from the SP log-probs and logits) and the
-    updated weights (from the SP gradients) equal the one-process run's. Both
-    scoring paths: the SP prefill shared by the G completions (``share_prefix``)
-    and the G full rows sequence-parallel.
+    The gym prompts here hold 87 to 96 tokens; with ``sp_threshold`` at their
+    median some are long and some short. Rollout tokens must be identical; the
+    losses and entropies the trainer logs (from the SP log-probs and logits) and
+    the updated weights (from the SP gradients) equal the one-process run's.
+    Both scoring paths: the SP prefill shared by the G completions
+    (``share_prefix``) and the G full rows sequence-parallel, the latter over
+    rows that show an extra image before their video (encoded whole on every
+    rank, the video sharded).
     """
     one, _, _, base, tmp = one_and_two
-    recipe = _recipe(base, tmp, f"sp-{share_prefix}", stages=["rl"], model={"path": str(one / "0-sft" / "model")})
+    changes: dict = {"stages": ["rl"], "model": {"path": str(one / "0-sft" / "model")}}
+    if images:
+        train = _rows_with_an_image(Path(base["data"]["train"]), tmp / "train_images.jsonl")
+        changes["data"] = {**base["data"], "train": str(train)}
+    recipe = _recipe(base, tmp, f"sp-{share_prefix}", **changes)
+    threshold = _median_prompt_length(one / "0-sft" / "model", Path(changes.get("data", base["data"])["train"]))
     a, b = tmp / f"sp1-{share_prefix}", tmp / f"sp2-{share_prefix}"
     _run(["train", str(recipe), f"output_dir={a}", f"rl.share_prefix={share_prefix}"])
-    _run(["train", str(recipe), f"output_dir={b}", "parallel.sp=2", "parallel.sp_threshold=90",
+    _run(["train", str(recipe), f"output_dir={b}", "parallel.sp=2", f"parallel.sp_threshold={threshold}",
           f"rl.share_prefix={share_prefix}"], nproc=2)
     assert _samples(a / "0-rl") == _samples(b / "0-rl")
     m1 = [json.loads(x) for x in (a / "0-rl" / "metrics.jsonl").read_text().splitlines()]
