@@ -73,7 +73,6 @@ Memory per rank is what ``logging.memory`` reports for every step
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
