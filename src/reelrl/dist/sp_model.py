@@ -90,8 +90,7 @@ _KINDS = (("image", 0), ("video", 1))  # mm_encoder_outputs key, index in get_pl
 # --------------------------------------------------------------------------- checks and helpers
 def _check_supported(vlm: VLM, vision: dict | None = None) -> None:
     """Raise for models / vision outputs this module does not handle (Qwen3-VL deepstack)."""
-    visual = vlm.vision_tower()
-    if visual is not None and len(getattr(visual, "deepstack_merger_list", ()) or ()):
+    if vlm.has_deepstack():
         raise NotImplementedError(
             "reelrl.dist.sp_model: Qwen3-VL deepstack features (vision features injected into the first "
             "decoder layers) are not supported by the sequence-parallel passes"

@@ -87,6 +87,11 @@ class VLM:
     def vision_tower(self) -> torch.nn.Module | None:
         return getattr(self.core, "visual", None) or getattr(self.core, "vision_tower", None)
 
+    def has_deepstack(self) -> bool:
+        """Whether the tower injects features into the first decoder layers (Qwen3-VL's deepstack)."""
+        visual = self.vision_tower()
+        return visual is not None and bool(len(getattr(visual, "deepstack_merger_list", ()) or ()))
+
     def vision_trainable(self) -> bool:
         """Whether any vision-tower weight trains (then the update recomputes embeddings with gradient)."""
         vis = self.vision_tower()
@@ -226,9 +231,7 @@ class VLM:
 
     def _encode(self, features, pixels: Tensor, grid: Tensor) -> BaseModelOutputWithPooling:
         encode = lambda x, g: features(x, g, return_dict=True)  # noqa: E731
-        visual = self.vision_tower()
-        deepstack = visual is not None and len(getattr(visual, "deepstack_merger_list", ()) or ())
-        if not self.dedupe_visual_inputs or deepstack:  # Qwen3-VL: per-layer features are not split per input
+        if not self.dedupe_visual_inputs or self.has_deepstack():  # per-layer features are not split per input
             return encode(pixels, grid)
         return encode_unique(encode, pixels, grid)
 

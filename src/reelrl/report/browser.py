@@ -65,7 +65,8 @@ def collect_cards(run: Run, strips: FrameStrips, max_groups: int, max_eval: int)
     for st in run.training():
         if st.pairs:
             sources.append((st.name, f"preference pairs ({st.name})"))
-            cards += [_pair_card(st.name, rec, strips.strip(rec.get("video"), strips.sampling(st.dir)))
+            sampling = strips.sampling(st.dir)
+            cards += [_pair_card(st.name, rec, strips.strip(rec.get("video"), sampling))
                       for rec in spread(st.pairs, max_groups)]
     for st in run.evaluations():
         for ev in st.evals:
