@@ -3,6 +3,8 @@
 - :mod:`reelrl.gym.render`   numpy drawing helpers and the colour palette.
 - :mod:`reelrl.gym.tasks`    :class:`GymSpec`, the :data:`TASKS` registry of task
   families, :func:`chance_accuracy`.
+- :mod:`reelrl.gym.questions` the question families: count, order, direction, color_change,
+  multi_select, progress.
 - :mod:`reelrl.gym.grounding` families whose answer is a time span (temporal_grounding).
 - :mod:`reelrl.gym.id_grounding` objects carrying rendered IDs; which one does X, and when (STVG-R1).
 - :mod:`reelrl.gym.manipulation` an end effector pushes an object to a goal: progress and failure
@@ -17,6 +19,7 @@
   ``{train,val,test}.jsonl`` + H.264 videos + ``gym.json``.
 """
 
+from reelrl.gym import questions as _questions  # noqa: F401 - registers count, order, direction, ...
 from reelrl.gym import grounding as _grounding  # noqa: F401 - registers the grounding families
 from reelrl.gym import id_grounding as _id_grounding  # noqa: F401 - registers id_grounding (object IDs)
 from reelrl.gym import manipulation as _manipulation  # noqa: F401 - registers push_progress, push_failure
