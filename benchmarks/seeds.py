@@ -132,8 +132,13 @@ def main() -> None:
     (args.out / "seeds.json").write_text(json.dumps(result, indent=2))
 
 
-EXTRA = ("progress_mae", "failure_accuracy")
-"""Metrics some recipes' summary rows carry besides accuracy (a progress critic's MAE, failure detection)."""
+EXTRA = ("progress_mae", "failure_accuracy", "id_accuracy", "mIoU")
+"""Metrics some recipes' summary rows carry besides accuracy (a progress critic's MAE and failure detection;
+object-ID grounding's ID accuracy and span mIoU, its accuracy being the m_vIoU)."""
+VERDICTS = (("accuracy", "gain", "", True), ("progress_mae", "MAE drop", "mae_", False),
+            ("id_accuracy", "ID accuracy gain", "id_", True), ("mIoU", "span mIoU gain", "miou_", True))
+"""(metric, what its change is called, prefix of its keys in seeds.json, higher is better): each metric the
+arms carry gets a verdict."""
 
 
 def report(console: Console, title: str, per_seed: dict[int, list[dict]], seeds: list[int]) -> dict:
@@ -173,24 +178,17 @@ def report(console: Console, title: str, per_seed: dict[int, list[dict]], seeds:
                       fmt(v["mean_reward"]), *[fmt(v.get(k, [])) for k in extra])
     console.print(table)
     out: dict = {"arms": arms}
-    sft, grpo = arms.get("SFT", {}).get("accuracy"), arms.get("SFT+GRPO", {}).get("accuracy")
-    if sft and grpo:
-        gains = [g - f for f, g in zip(sft, grpo)]
+    for key, what, prefix, higher in VERDICTS:
+        sft, grpo = arms.get("SFT", {}).get(key), arms.get("SFT+GRPO", {}).get(key)
+        if not (sft and grpo):
+            continue
+        gains = [(g - f) if higher else (f - g) for f, g in zip(sft, grpo)]
         spread = max(max(sft) - min(sft), max(grpo) - min(grpo))
         ok = statistics.mean(gains) > spread and min(gains) > 0
-        out.update(gains=gains, spread=spread, grpo_beats_sft_beyond_spread=ok)
-        console.print(f"{title}: gain of SFT+GRPO over SFT per seed: {', '.join(f'{g:+.3f}' for g in gains)}; "
+        out.update({f"{prefix}gains": gains, f"{prefix}spread": spread, f"{prefix}grpo_beats_sft_beyond_spread": ok})
+        console.print(f"{title}: {what} of SFT+GRPO over SFT per seed: {', '.join(f'{g:+.3f}' for g in gains)}; "
                       f"mean {statistics.mean(gains):+.3f} vs seed spread {spread:.3f} -> "
                       f"{'[green]beyond the spread' if ok else '[red]NOT beyond the spread'}")
-    sft_mae, grpo_mae = arms.get("SFT", {}).get("progress_mae"), arms.get("SFT+GRPO", {}).get("progress_mae")
-    if sft_mae and grpo_mae:  # lower is better
-        drops = [f - g for f, g in zip(sft_mae, grpo_mae)]
-        spread = max(max(sft_mae) - min(sft_mae), max(grpo_mae) - min(grpo_mae))
-        ok = statistics.mean(drops) > spread and min(drops) > 0
-        out.update(mae_drops=drops, mae_spread=spread, grpo_lowers_mae_beyond_spread=ok)
-        console.print(f"{title}: progress MAE drop of SFT+GRPO from SFT per seed: "
-                      f"{', '.join(f'{d:+.3f}' for d in drops)}; mean {statistics.mean(drops):+.3f} vs seed spread "
-                      f"{spread:.3f} -> {'[green]beyond the spread' if ok else '[red]NOT beyond the spread'}")
     return out
 
 

@@ -50,3 +50,25 @@ def test_seed_kept_with_other_overrides_runs_again(seeds, tmp_path, capsys) -> N
     assert "other overrides" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
     assert not seeds.restore_results(tmp_path / "b" / "seed2", tmp_path / "results" / "x-seeds" / "seed2", [])
+
+
+def test_verdicts_per_metric_with_direction(seeds) -> None:
+    """Accuracy, ID accuracy and span mIoU: higher is better; progress MAE: lower is better; each its own verdict."""
+    from rich.console import Console
+
+    def rows(acc, ids, miou, mae):
+        return [{"model": "SFT", "accuracy": acc[0], "id_accuracy": {"t": ids[0]}, "mIoU": {"t": miou[0]},
+                 "progress_mae": {"t": mae[0]}},
+                {"model": "SFT+GRPO", "accuracy": acc[1], "id_accuracy": {"t": ids[1]}, "mIoU": {"t": miou[1]},
+                 "progress_mae": {"t": mae[1]}}]
+
+    per_seed = {0: rows((0.10, 0.12), (0.10, 0.30), (0.40, 0.45), (0.30, 0.20)),
+                1: rows((0.11, 0.10), (0.12, 0.33), (0.50, 0.52), (0.31, 0.21)),
+                2: rows((0.12, 0.13), (0.11, 0.31), (0.45, 0.50), (0.32, 0.22))}
+    out = seeds.report(Console(quiet=True), "t", per_seed, [0, 1, 2])
+    assert out["gains"] == pytest.approx([0.02, -0.01, 0.01]) and not out["grpo_beats_sft_beyond_spread"]
+    assert out["id_gains"] == pytest.approx([0.20, 0.21, 0.20]) and out["id_spread"] == pytest.approx(0.03)
+    assert out["id_grpo_beats_sft_beyond_spread"]
+    assert out["mae_gains"] == pytest.approx([0.10, 0.10, 0.10]) and out["mae_grpo_beats_sft_beyond_spread"]
+    # span mIoU: every seed gains (+0.05, +0.02, +0.05) but the SFT seeds span 0.10
+    assert out["miou_spread"] == pytest.approx(0.10) and not out["miou_grpo_beats_sft_beyond_spread"]

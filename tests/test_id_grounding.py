@@ -122,6 +122,7 @@ def test_chance_is_random_shown_id_times_random_span_and_lands_in_gym_json(tmp_p
     assert np.mean(vals) == pytest.approx(chance_accuracy("id_grounding", spec), abs=0.006)
     info = generate_gym(tmp_path, spec, 2, 0, 0, progress=False)
     assert info["chance_accuracy"]["id_grounding"] == chance_accuracy("id_grounding", spec)
+    assert info["chance_id_accuracy"] == {"id_grounding": id_chance(spec)}  # the ID column's chance
     rows = load_jsonl(tmp_path / "train.jsonl")
     assert [r.problem_type for r in rows] == ["spatio_temporal_grounding"] * 2
 
@@ -307,11 +308,10 @@ def test_stvg_r1_recipe_runs_sft_eval_rl_eval(tiny_model_dir, tmp_path: Path) ->
     from reelrl.pipeline import Pipeline, load_recipe
 
     gym = tmp_path / "gym"
-    generate_gym(gym, GymSpec(families=["id_grounding"], height=56, width=56, difficulty=0.3), 6, 0, 4,
-                 progress=False)
     cfg = load_recipe("stvg_r1", [
-        f"output_dir={tmp_path / 'run'}", f"model.path={tiny_model_dir}", "data.gym.enabled=false",
-        f"data.train={gym / 'train.jsonl'}", f"data.test={gym / 'test.jsonl'}", "video.min_pixels=3136",
+        f"output_dir={tmp_path / 'run'}", f"model.path={tiny_model_dir}", f"data.gym.dir={gym}",
+        "data.gym.spec.height=56", "data.gym.spec.width=56", "data.gym.n_train=6", "data.gym.n_val=0",
+        "data.gym.n_test=4", "video.min_pixels=3136",
         "video.max_pixels=3136", "sft.epochs=1", "sft.batch_size=3", "sft.micro_batch_size=3", "rl.steps=1",
         "rl.prompts_per_step=2", "rl.group_size=2", "rl.max_new_tokens=8", "eval.max_new_tokens=8",
         "logging.progress=false", "checkpoint.every=0"])
@@ -322,6 +322,15 @@ def test_stvg_r1_recipe_runs_sft_eval_rl_eval(tiny_model_dir, tmp_path: Path) ->
     assert ev["n"] == 4 and {"mIoU", "R@0.5", "id_accuracy", "m_vIoU", "vIoU@0.5"} <= set(g)
     m = json.loads((tmp_path / "run" / "2-rl" / "metrics.jsonl").read_text().splitlines()[0])
     assert "reward/stvg/mean" in m
+    # the summary carries the ID accuracy and span mIoU (its accuracy is the m_vIoU), chance from gym.json
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    chance, sft, grpo = summary["rows"]
+    assert chance["id_accuracy"] == {"id_grounding": json.loads((gym / "gym.json").read_text())["chance_id_accuracy"][
+        "id_grounding"]} and "mIoU" not in chance
+    assert grpo["id_accuracy"] == {"id_grounding": g["id_accuracy"]} and grpo["mIoU"] == {"id_grounding": g["mIoU"]}
+    assert grpo["accuracy"] == ev["accuracy"] and sft["model"] == "SFT"
+    header = (tmp_path / "run" / "summary.md").read_text().splitlines()[0]
+    assert "| id_grounding ID acc. | id_grounding mIoU |" in header
 
 
 PUBLISHED_STVG_R1 = """Each object in the video is marked with a red number at its center, representing its object ID. To accurately pinpoint the event "[EVENT]" in the video:

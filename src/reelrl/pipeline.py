@@ -57,6 +57,8 @@ from reelrl.train.sft import SFTTrainer
 STAGE_LABEL = {"sft": "SFT", "rl": "GRPO", "dpo": "DPO"}
 #: which texts of the prompt template a stage uses (DPO pairs are rollouts)
 PROMPT_STAGE = {"sft": "sft", "rl": "rl", "dpo": "rl", "eval": "eval"}
+#: per-task summary-row columns (:func:`critic_columns`) shown after the accuracies -> their header suffix
+SUMMARY_COLUMNS = {"progress_mae": "MAE", "id_accuracy": "ID acc.", "mIoU": "mIoU"}
 TRAINERS: dict[str, type[StageTrainer]] = {"sft": SFTTrainer, "rl": RLTrainer, "dpo": DPOTrainer}
 
 
@@ -393,15 +395,17 @@ class Pipeline:
             return json.loads(gym_json.read_text()).get("chance_accuracy")
         return None
 
-    def chance_critic(self, per_task: dict) -> dict:
-        """The chance row's ``progress_mae`` (a constant 0.5 guess, gym.json ``chance_progress_mae``) for the
-        evaluated progress tasks; empty when there are none."""
+    def chance_columns(self, per_task: dict) -> dict:
+        """The chance row's ``progress_mae`` (a constant 0.5 guess, gym.json ``chance_progress_mae``) and
+        ``id_accuracy`` (a uniform guess among the shown IDs, gym.json ``chance_id_accuracy``) for the evaluated
+        tasks that have them; empty when there are none."""
         gym_json = Path(self.cfg.data.gym.dir) / "gym.json"
         if not (self.cfg.data.gym.enabled and gym_json.is_file()):
             return {}
-        mae = json.loads(gym_json.read_text()).get("chance_progress_mae", {})
-        got = {t: v["constant_0.5"] for t, v in mae.items() if t in per_task}
-        return {"progress_mae": got} if got else {}
+        info = json.loads(gym_json.read_text())
+        mae = {t: v["constant_0.5"] for t, v in info.get("chance_progress_mae", {}).items() if t in per_task}
+        ids = {t: v for t, v in info.get("chance_id_accuracy", {}).items() if t in per_task}
+        return {k: v for k, v in (("progress_mae", mae), ("id_accuracy", ids)) if v}
 
     def summarize(self, results: list[dict]) -> dict:
         evals = [r for r in results if r["kind"] == "eval"]
@@ -419,7 +423,7 @@ class Pipeline:
             n = sum(v["n"] for v in per.values())
             overall = sum(chance.get(t, 0.0) * v["n"] for t, v in per.items()) / max(1, n)
             rows.append({"model": "chance", "accuracy": overall, "mean_reward": None, "consistent": None,
-                         "per_task": {t: chance.get(t) for t in per}, **self.chance_critic(per)})
+                         "per_task": {t: chance.get(t) for t in per}, **self.chance_columns(per)})
         for r in evals:
             rows.append({"model": r["label"], "accuracy": r["accuracy"], "mean_reward": r["mean_reward"],
                          "format": r["format"], "consistent": r.get("consistent"),
@@ -436,13 +440,13 @@ class Pipeline:
     def _print_summary(self, summary: dict) -> None:
         rows = summary["rows"]
         tasks = list(rows[-1]["per_task"])
-        mae_tasks = list(rows[-1].get("progress_mae", {}))  # progress critics: MAE columns after the accuracies
-        mae_cols = [f"{t} MAE" for t in mae_tasks]
+        extra = [(key, t) for key in SUMMARY_COLUMNS for t in rows[-1].get(key, {})]  # after the accuracies
+        cols = [f"{t} {SUMMARY_COLUMNS[key]}" for key, t in extra]
         table = Table(title=f"{summary['recipe']} (seed {summary['seed']}): held-out {summary['split']} accuracy")
-        for col in ["model", "accuracy", "mean reward", *tasks, *mae_cols, "answer = claim"]:
+        for col in ["model", "accuracy", "mean reward", *tasks, *cols, "answer = claim"]:
             table.add_column(col, justify="left" if col == "model" else "right")
-        md = ["| model | accuracy | mean reward | " + " | ".join([*tasks, *mae_cols]) + " | answer = claim |",
-              "|---" * (4 + len(tasks) + len(mae_cols)) + "|"]
+        md = ["| model | accuracy | mean reward | " + " | ".join([*tasks, *cols]) + " | answer = claim |",
+              "|---" * (4 + len(tasks) + len(cols)) + "|"]
 
         def num(x: float | None) -> str:
             return "-" if x is None else f"{x:.3f}"
@@ -450,7 +454,7 @@ class Pipeline:
         for r in rows:
             cells = [r["model"], num(r["accuracy"]), num(r["mean_reward"])]
             cells += [f"{r['per_task'].get(t, float('nan')):.3f}" for t in tasks]
-            cells += [num(r.get("progress_mae", {}).get(t)) for t in mae_tasks] + [num(r.get("consistent"))]
+            cells += [num(r.get(key, {}).get(t)) for key, t in extra] + [num(r.get("consistent"))]
             table.add_row(*cells)
             md.append("| " + " | ".join(cells) + " |")
         Console().print(table)
@@ -458,14 +462,15 @@ class Pipeline:
 
 
 def critic_columns(result: dict) -> dict:
-    """A summary row's progress-critic columns from an eval result: ``progress_mae`` and ``failure_accuracy``
-    per task (:mod:`reelrl.eval.critic`); empty for evaluations without such tasks."""
+    """A summary row's columns beyond the accuracy, from an eval result: a progress critic's ``progress_mae`` and
+    ``failure_accuracy`` (:mod:`reelrl.eval.critic`), and object-ID grounding's ``id_accuracy`` and span ``mIoU``
+    (:func:`reelrl.rewards.stvg.id_grounding_metrics`; its accuracy is the m_vIoU), each per task; empty for
+    evaluations without such tasks."""
     per = result.get("per_task", {})
-    out = {}
-    mae = {t: v["progress"]["mae"] for t, v in per.items() if "progress" in v}
-    fail = {t: v["failure_detection"]["accuracy"] for t, v in per.items() if "failure_detection" in v}
-    if mae:
-        out["progress_mae"] = mae
-    if fail:
-        out["failure_accuracy"] = fail
-    return out
+    cols = {
+        "progress_mae": {t: v["progress"]["mae"] for t, v in per.items() if "progress" in v},
+        "failure_accuracy": {t: v["failure_detection"]["accuracy"] for t, v in per.items() if "failure_detection" in v},
+    }
+    ids = {t: v["grounding"] for t, v in per.items() if "id_accuracy" in v.get("grounding", {})}
+    cols.update(id_accuracy={t: g["id_accuracy"] for t, g in ids.items()}, mIoU={t: g["mIoU"] for t, g in ids.items()})
+    return {k: v for k, v in cols.items() if v}

@@ -128,7 +128,8 @@ def _run(jobs: list[tuple[str, GymSpec, str, int]], workers: int) -> Iterator[di
 
 
 def manifest(spec: GymSpec, counts: dict[str, int]) -> dict[str, Any]:
-    """The content of ``gym.json`` (``chance_progress_mae`` only for gyms with progress-critic families)."""
+    """The content of ``gym.json`` (``chance_progress_mae`` / ``chance_id_accuracy`` only for gyms with families
+    that register them: progress critics, object-ID grounding)."""
     info = {
         "format": GYM_FORMAT,
         "encoder": {**ENCODER, "x264_params": X264_PARAMS},  # other options, other bytes: rebuild
@@ -139,18 +140,28 @@ def manifest(spec: GymSpec, counts: dict[str, int]) -> dict[str, Any]:
             for s, n in counts.items()
         },
         "chance_accuracy": {f: chance_accuracy(f, spec) for f in spec.families},
-        **_chance_mae(spec),
+        **_chance_traits(spec),
         "seeds": {s: {"entropy": spec.seed, "spawn_key_prefix": [k]} for k, s in enumerate(SPLITS)},
         "video_path": "videos/{split}/{family}_{index:06d}.mp4",
     }
     return info
 
 
-def _chance_mae(spec: GymSpec) -> dict[str, Any]:
-    """``{"chance_progress_mae": {family: {"constant_0.5": ..., "uniform": ...}}}`` for the families registered
-    with a ``chance_mae`` trait (:mod:`reelrl.gym.manipulation`); empty (no key) otherwise."""
-    mae = {f: fn(spec) for f in spec.families if (fn := TASKS.trait(f, "chance_mae")) is not None}
-    return {"chance_progress_mae": mae} if mae else {}
+CHANCE_TRAITS = {"chance_mae": "chance_progress_mae", "chance_id_accuracy": "chance_id_accuracy"}
+"""Family traits (``TASKS.trait``) of chance levels besides the accuracy -> their ``gym.json`` key."""
+
+
+def _chance_traits(spec: GymSpec) -> dict[str, Any]:
+    """For each :data:`CHANCE_TRAITS` trait some of ``spec``'s families register, ``{key: {family: value}}``:
+    ``chance_progress_mae`` (``{"constant_0.5": ..., "uniform": ...}``, :mod:`reelrl.gym.manipulation`) and
+    ``chance_id_accuracy`` (a uniform guess among the shown IDs, :mod:`reelrl.gym.id_grounding`); no key when no
+    family registers the trait."""
+    out: dict[str, Any] = {}
+    for trait, key in CHANCE_TRAITS.items():
+        got = {f: fn(spec) for f in spec.families if (fn := TASKS.trait(f, trait)) is not None}
+        if got:
+            out[key] = got
+    return out
 
 
 def generate_gym(

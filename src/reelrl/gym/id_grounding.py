@@ -121,7 +121,7 @@ def _path(rng: np.random.Generator, behaviour: str, cell: tuple[int, int, int, i
     return (cy + margin + a, x, size), (cy + margin + b, x, size)
 
 
-@register_family("id_grounding")
+@register_family("id_grounding", chance_id_accuracy=lambda spec: id_chance(spec))
 def id_grounding_task(rng: np.random.Generator, spec: GymSpec) -> Sample:
     """Which object shows a behaviour? Answer: its ID and visible window (module docstring)."""
     d = sample_difficulty(rng, spec)
