@@ -379,6 +379,32 @@ def test_freeze_vision_tower(tiny_dir: Path) -> None:
     assert all(p.requires_grad for p in model.model.language_model.parameters())
 
 
+
+def test_freeze_vision_tower_keeping_the_merger(tiny_dir: Path) -> None:
+    model, processor = load_model_and_processor(tiny_dir)
+    freeze_vision_tower(model, keep_merger=True)
+    visual = model.model.visual
+    trained = {n for n, p in visual.named_parameters() if p.requires_grad}
+    assert trained == {f"merger.{n}" for n, _ in visual.merger.named_parameters()} and trained
+    sft = encode_sft_example(processor, "q", _frames(4), 2.0, "<answer>A</answer>")
+    model(**sft).loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in visual.merger.parameters())
+    assert all(p.grad is None for n, p in visual.named_parameters() if not n.startswith("merger."))
+    with pytest.raises(ValueError, match="no merger submodule"):
+        freeze_vision_tower(torch.nn.ModuleDict({"visual": torch.nn.Linear(2, 2)}), keep_merger=True)
+
+
+def test_apply_lora_with_a_trained_merger(tiny_dir: Path) -> None:
+    model, processor = load_model_and_processor(tiny_dir)
+    peft_model = apply_lora(model, r=2, alpha=4, freeze_vision=True, train_merger=True)
+    trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
+    vision = [n for n in trainable if ".visual." in n]
+    assert vision and all(".merger.modules_to_save." in n for n in vision)  # the copy peft saves, not the original
+    assert all("lora_" in n for n in trainable if ".visual." not in n)
+    sft = encode_sft_example(processor, "q", _frames(4), 2.0, "<answer>A</answer>")
+    peft_model(**sft).loss.backward()
+    assert all(p.grad is not None for n, p in peft_model.named_parameters() if n in vision)
+
 def test_apply_lora_trains_only_lora_params(tiny_dir: Path) -> None:
     model, processor = load_model_and_processor(tiny_dir)
     r = 4

@@ -218,3 +218,21 @@ def test_step_memory_metrics(recipe_dict, tmp_path):
         width = max(enc.encode(r).length for r in rows)  # prompts only: the conversations are longer still
         logits_mb = 4 * width * model.config.text_config.vocab_size * 4 / 2**20
         assert m["memory/tensors_peak_mb"] > logits_mb, (m["memory/tensors_peak_mb"], logits_mb)
+
+
+def test_train_merger_trains_the_projector_and_not_the_vit_blocks(recipe_dict, tmp_path):
+    """model.train_merger through the pipeline: SFT then GRPO change the merger; the frozen ViT blocks are unchanged."""
+    cfg = dict(recipe_dict, stages=["sft", "rl"], output_dir=str(tmp_path / "m"), checkpoint={"every": 0},
+               model=dict(recipe_dict["model"], freeze_vision=True, train_merger=True))
+    Pipeline(config_from_dict(cfg)).run()
+    init = _weights(Path(recipe_dict["model"]["path"]))
+    for stage in ("0-sft", "1-rl"):
+        w = _weights(tmp_path / "m" / stage / "model")
+        changed = {k for k in w if not torch.equal(w[k], init[k])}
+        vision = {k for k in changed if ".visual." in k or k.startswith("visual.")}
+        assert vision and all(".merger." in k for k in vision), (stage, sorted(vision)[:3])
+        assert any(k.startswith("model.layers.") for k in changed), stage
+    sft, rl = _weights(tmp_path / "m" / "0-sft" / "model"), _weights(tmp_path / "m" / "1-rl" / "model")
+    assert any(not torch.equal(sft[k], rl[k]) for k in sft if ".merger." in k)  # GRPO's update reached the merger
+    with pytest.raises(ValueError, match="model.train_merger needs model.freeze_vision"):
+        config_from_dict(dict(recipe_dict, model=dict(recipe_dict["model"], train_merger=True)))

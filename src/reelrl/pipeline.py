@@ -188,10 +188,10 @@ class Pipeline:
         )
         if for_training:
             if m.freeze_vision:
-                freeze_vision_tower(model)
+                freeze_vision_tower(model, keep_merger=m.train_merger)
             if m.lora.enabled:
                 model = apply_lora(model, m.lora.r, m.lora.alpha, m.lora.dropout, m.lora.target_modules,
-                                   freeze_vision=m.freeze_vision)
+                                   freeze_vision=m.freeze_vision, train_merger=m.train_merger)
             if m.gradient_checkpointing:
                 model.activation_checkpointing_enable()  # non-reentrant (MR-SP replays Ulysses in it)
         vlm = self.dims.vlm(model)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from reelrl.config.base import _Strict
 
@@ -42,8 +42,19 @@ class ModelConfig(_Strict):
         "sdpa", description="Attention kernel passed to from_pretrained."
     )
     freeze_vision: bool = Field(False, description="Freeze the vision tower (then its embeddings are reused by the update).")
+    train_merger: bool = Field(
+        False, description="With freeze_vision: keep the tower's merger (the projector into the language model) "
+        "trainable and its ViT blocks frozen (Qwen2.5-VL's tune_mm_mlp); the update then re-encodes with gradient."
+    )
     lora: LoraConfig = Field(default_factory=LoraConfig)
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward to save memory.")
+
+    @model_validator(mode="after")
+    def _merger_needs_frozen_tower(self) -> "ModelConfig":
+        if self.train_merger and not self.freeze_vision:
+            raise ValueError("model.train_merger needs model.freeze_vision: true (a tower that is not frozen trains "
+                             "its merger already)")
+        return self
 
 
 class GymConfig(_Strict):

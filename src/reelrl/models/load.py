@@ -8,7 +8,7 @@ Qwen3-VL checkpoint go through the same ``AutoModelForImageTextToText`` call
 (see that module for why it is not ``AutoProcessor``).
 
 Also: :func:`model_family`, :func:`find_vision_tower`,
-:func:`freeze_vision_tower`, :func:`language_model_linear_names` and
+:func:`freeze_vision_tower` (optionally keeping the merger trainable), :func:`language_model_linear_names` and
 :func:`apply_lora` (peft, language model only by default).
 """
 
@@ -31,6 +31,9 @@ _DTYPES: dict[str, torch.dtype | str] = {
 }
 #: Submodule names under which VLMs keep their vision encoder (Qwen: ``model.visual``).
 VISION_TOWER_NAMES = ("visual", "vision_tower", "vision_model", "vision_encoder")
+#: Submodules of the vision tower that project its patches into the language model's space (Qwen2/2.5/3-VL's
+#: ``merger``, Qwen3-VL's ``deepstack_merger_list``): the projector that ``train_merger`` keeps trainable.
+MERGER_NAMES = ("merger", "deepstack_merger_list")
 #: Modules never given LoRA by default: output head and multimodal projectors.
 _NON_LM_NAMES = ("lm_head", "multi_modal_projector", "mm_projector")
 
@@ -108,12 +111,31 @@ def find_vision_tower(model: nn.Module) -> tuple[str, nn.Module]:
     return min(matches, key=lambda nm: nm[0].count("."))
 
 
-def freeze_vision_tower(model: nn.Module) -> nn.Module:
-    """Set ``requires_grad=False`` on every vision-tower parameter; return the tower."""
+def freeze_vision_tower(model: nn.Module, keep_merger: bool = False) -> nn.Module:
+    """Set ``requires_grad=False`` on every vision-tower parameter; return the tower.
+
+    ``keep_merger=True`` leaves the tower's merger (:data:`MERGER_NAMES`, the projector into the language
+    model) trainable: the ViT blocks frozen, the projector trained, as Qwen2.5-VL's fine-tuning scripts do with
+    ``tune_mm_vision=False, tune_mm_mlp=True``. Under peft's ``modules_to_save`` only the trained copy is
+    unfrozen. Raises ``ValueError`` when the tower has no merger.
+    """
     _, tower = find_vision_tower(model)
     for p in tower.parameters():
         p.requires_grad_(False)
+    if keep_merger:
+        mergers = [mod for name, mod in tower.named_modules() if name.rsplit(".", 1)[-1] in MERGER_NAMES]
+        if not mergers:
+            raise ValueError(f"{type(tower).__name__} has no merger submodule named one of {MERGER_NAMES}")
+        for mod in mergers:
+            trained = getattr(mod, "modules_to_save", None)  # peft's ModulesToSaveWrapper: its trained copy
+            (trained if isinstance(trained, nn.Module) else mod).requires_grad_(True)
     return tower
+
+
+def merger_names(model: nn.Module) -> list[str]:
+    """Qualified names of the vision tower's merger submodules (:data:`MERGER_NAMES`)."""
+    vision_name, tower = find_vision_tower(model)
+    return [f"{vision_name}.{name}" for name, _ in tower.named_modules() if name.rsplit(".", 1)[-1] in MERGER_NAMES]
 
 
 def language_model_linear_names(model: nn.Module, suffixes: list[str] | None = None) -> list[str]:
@@ -144,6 +166,7 @@ def apply_lora(
     dropout: float = 0.0,
     target_modules: str | list[str] = "all-linear",
     freeze_vision: bool = True,
+    train_merger: bool = False,
 ) -> nn.Module:
     """Wrap ``model`` with peft LoRA adapters on the language model.
 
@@ -156,10 +179,12 @@ def apply_lora(
             language model.
         freeze_vision: True keeps the vision tower frozen; False trains it
             fully (peft ``modules_to_save``, so it is saved with the adapter).
+        train_merger: with ``freeze_vision``, train the tower's merger in full
+            (``modules_to_save``) and keep its ViT blocks frozen.
 
     Returns:
         the ``PeftModel``; only LoRA parameters (and the vision tower when
-        ``freeze_vision=False``) require grad.
+        ``freeze_vision=False``, its merger when ``train_merger``) require grad.
     """
     from peft import LoraConfig, get_peft_model
 
@@ -181,12 +206,12 @@ def apply_lora(
         lora_alpha=alpha,
         lora_dropout=dropout,
         target_modules=names,
-        modules_to_save=None if freeze_vision else [vision_name],
+        modules_to_save=[vision_name] if not freeze_vision else (merger_names(model) if train_merger else None),
         bias="none",
     )
     peft_model = get_peft_model(model, config)
     if freeze_vision:
-        freeze_vision_tower(peft_model)
+        freeze_vision_tower(peft_model, keep_merger=train_merger)
     return peft_model
 
 
@@ -198,5 +223,6 @@ __all__ = [
     "freeze_vision_tower",
     "language_model_linear_names",
     "load_model_and_processor",
+    "merger_names",
     "model_family",
 ]
