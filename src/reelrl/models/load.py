@@ -123,19 +123,24 @@ def freeze_vision_tower(model: nn.Module, keep_merger: bool = False) -> nn.Modul
     for p in tower.parameters():
         p.requires_grad_(False)
     if keep_merger:
-        mergers = [mod for name, mod in tower.named_modules() if name.rsplit(".", 1)[-1] in MERGER_NAMES]
+        mergers = _mergers(tower)
         if not mergers:
             raise ValueError(f"{type(tower).__name__} has no merger submodule named one of {MERGER_NAMES}")
-        for mod in mergers:
+        for mod in mergers.values():
             trained = getattr(mod, "modules_to_save", None)  # peft's ModulesToSaveWrapper: its trained copy
             (trained if isinstance(trained, nn.Module) else mod).requires_grad_(True)
     return tower
 
 
+def _mergers(tower: nn.Module) -> dict[str, nn.Module]:
+    """The tower's merger submodules (:data:`MERGER_NAMES`) by their name inside the tower."""
+    return {name: mod for name, mod in tower.named_modules() if name.rsplit(".", 1)[-1] in MERGER_NAMES}
+
+
 def merger_names(model: nn.Module) -> list[str]:
     """Qualified names of the vision tower's merger submodules (:data:`MERGER_NAMES`)."""
     vision_name, tower = find_vision_tower(model)
-    return [f"{vision_name}.{name}" for name, _ in tower.named_modules() if name.rsplit(".", 1)[-1] in MERGER_NAMES]
+    return [f"{vision_name}.{name}" for name in _mergers(tower)]
 
 
 def language_model_linear_names(model: nn.Module, suffixes: list[str] | None = None) -> list[str]:
