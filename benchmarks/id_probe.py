@@ -4,11 +4,11 @@
 
 The stvg_r1 recipe's ``id_grounding`` videos carry each object's ID as a digit
 label (reelrl.gym.id_grounding). Every (object, temporal patch) in which the
-label sits in the same merged video token on both frames of the patch gives
+label sits in the same merged video token on every frame of the patch gives
 one example: that merged token (what the language model reads of it) with the
 ID digit (1-9) as its class. A linear softmax probe is fit on 70 % of the
 examples and scored on the other 30 %, beside the same probe fit on the raw
-pixels of the token's 28 x 28 region (both frames). The pixels' score is what
+pixels of the token's 28 x 28 region (every frame of the patch). The pixels' score is what
 a linear reader of that region gets; the token's score is how much of it the
 tower passes on to the language model. Chance is 1/9.
 
@@ -37,11 +37,13 @@ from reelrl.models.load import load_model_and_processor
 from reelrl.models.processing import patchify_frames
 from reelrl.models.tiny import build_tiny
 from reelrl.models.vlm import VLM
+from reelrl.pipeline import load_recipe
 
 
 def examples(vlm: VLM, spec, gym: GymSpec, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(merged tokens [N, D], region pixels [N, 2*28*28*3], ID classes [N]) from ``n`` id_grounding videos."""
+    """(merged tokens [N, D], region pixels [N, tp*28*28*3], ID classes [N]) from ``n`` id_grounding videos."""
     merge = spec.patch_size * spec.merge_size  # 28 px per merged token side
+    tp = spec.temporal_patch_size  # frames per temporal patch
     rng = np.random.default_rng(0)
     task = TASKS.get("id_grounding")
     toks, pix, ys = [], [], []
@@ -54,7 +56,7 @@ def examples(vlm: VLM, spec, gym: GymSpec, n: int) -> tuple[np.ndarray, np.ndarr
         emb = torch.cat(list(out.pooler_output)).reshape(gt, gh // spec.merge_size, gw // spec.merge_size, -1)
         for obj in s.meta["objects"]:
             for t in range(gt):
-                b0, b1 = object_box(obj, 2 * t), object_box(obj, 2 * t + 1)
+                b0, b1 = object_box(obj, tp * t), object_box(obj, tp * t + tp - 1)
                 if b0 is None or b1 is None:
                     continue
                 c0 = label_cell(b0, gym.height, gym.width)
@@ -62,8 +64,8 @@ def examples(vlm: VLM, spec, gym: GymSpec, n: int) -> tuple[np.ndarray, np.ndarr
                     continue
                 my, mx = c0[0] // merge, c0[1] // merge
                 toks.append(emb[t, my, mx].float().numpy())  # [D]
-                region = s.frames[2 * t:2 * t + 2, my * merge:(my + 1) * merge, mx * merge:(mx + 1) * merge]
-                pix.append(region.astype(np.float32).ravel() / 255.0)  # [2*28*28*3]
+                region = s.frames[tp * t:tp * (t + 1), my * merge:(my + 1) * merge, mx * merge:(mx + 1) * merge]
+                pix.append(region.astype(np.float32).ravel() / 255.0)  # [tp*28*28*3]
                 ys.append(obj["id"] - 1)
     return np.stack(toks), np.stack(pix), np.array(ys)
 
@@ -98,13 +100,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    gym = GymSpec(families=["id_grounding"], frames=16, fps=4.0, height=args.side, width=args.side,
-                  difficulty=0.3, difficulty_jitter=0.15, object_scale=1.0)  # the stvg_r1 recipe's gym
+    recipe = load_recipe("stvg_r1")  # its gym spec and tiny-model shape
+    gym = GymSpec(**{**recipe.data.gym.spec, "height": args.side, "width": args.side})
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         runs = [(str(args.model), args.model)] if args.model else [
-            (f"tiny, init seed {s}", build_tiny(Path(tmp) / f"tiny{s}", None, seed=s, min_pixels=args.side**2,
-                                                max_pixels=args.side**2)) for s in args.seeds]
+            (f"tiny, init seed {s}", build_tiny(Path(tmp) / f"tiny{s}", None, **{**recipe.model.tiny, "seed": s},
+                                                min_pixels=args.side**2, max_pixels=args.side**2)) for s in args.seeds]
         for name, path in runs:
             model, processor = load_model_and_processor(path)
             toks, pix, ys = examples(VLM(model), processor.spec, gym, args.samples)
